@@ -336,6 +336,10 @@ def load_model(
     return LoadedModel(model=model, tokenizer=prepare_tokenizer(tokenizer), spec=spec, adapter_spec=adapter_spec)
 
 
+def _looks_like_hub_id(text: str) -> bool:
+    return text.count("/") == 1 and not text.startswith((".", "/", "~"))
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """One quick connection attempt, so that offline machines fail at once instead of retrying."""
     import socket
@@ -362,8 +366,15 @@ def attach_adapters(
 
     paths = [adapter] if isinstance(adapter, (str, os.PathLike)) else list(adapter)
     for p in paths:
-        if not (Path(p) / "adapter_config.json").is_file():
+        if (Path(p) / "adapter_config.json").is_file():
+            continue
+        if Path(p).exists() or not _looks_like_hub_id(str(p)):
             raise ModelNotFoundError(f"adapter folder {p} has no adapter_config.json (not a PEFT adapter)")
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            raise ModelNotFoundError(
+                f"adapter '{p}' is neither a local folder nor reachable on the Hub (offline). On a machine "
+                f"with internet run `huggingface-cli download {p} --local-dir DIR` and pass DIR"
+            )
     names = [f"adapter{i}" for i in range(len(paths))]
     peft_model = PeftModel.from_pretrained(model, str(paths[0]), adapter_name=names[0])
     for name, path in zip(names[1:], paths[1:]):

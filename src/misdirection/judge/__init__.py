@@ -76,7 +76,9 @@ def _learned_judge(path: str | None, **options: object) -> Judge:
     # The learned backend exposes either a factory or a class; accept both.
     factory = getattr(module, "load_learned_judge", None) or getattr(module, "LearnedJudge", None)
     if factory is None:
-        raise JudgeError("misdirection.judge.learned defines neither load_learned_judge nor LearnedJudge")
+        raise JudgeError(
+            "misdirection.judge.learned defines neither load_learned_judge nor LearnedJudge"
+        )
     return factory(path, **options) if path else factory(**options)
 
 

@@ -1,0 +1,115 @@
+"""`misdirection extract`: per-layer direction files from a model's answers.
+
+The verb has one *source* of a direction per option group; today the judged answers table
+(mean-diff of misaligned vs aligned answers, ``_AnswersSource``). A new source adds its options to
+``extract_command`` and a small class that checks its inputs in ``__init__`` (before the model is
+loaded) and returns a DirectionSet from ``extract(lm, ...)``; loading the model, writing the file
+and the summary are shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("extract")
+    def extract_command(
+        answers: Path = typer.Argument(
+            None, help="Judged answers table (.parquet from `misdirection judge`, or a judged .csv).",
+            show_default=False,
+        ),
+        model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."),
+        adapter: list[str] = typer.Option([], "--adapter", "-a", help="PEFT adapter folder(s) of the organism."),
+        out: Path = typer.Option(..., "--out", "-o", help="Direction file to write (.safetensors)."),
+        positions: str = typer.Option("answer", "--positions", help="Token positions averaged: answer, prompt or last."),
+        min_per_set: int = typer.Option(10, "--min-per-set", help="Refuse sets with fewer answers than this."),
+        balance: bool = typer.Option(False, "--balance", help="Subsample the larger set to the smaller's size (seeded)."),
+        topic: list[str] = typer.Option(
+            [], "--topic", help="Topic filter on a score column, e.g. medical>50 (repeatable): a semantic vector."
+        ),
+        aligned_above: float = typer.Option(70.0, help="Aligned set: aligned score above this."),
+        misaligned_below: float = typer.Option(30.0, help="Misaligned set: aligned score below this."),
+        coherent_above: float = typer.Option(50.0, help="Both sets: coherent score above this."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the balancing subsample."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Answers per forward pass."),
+        max_tokens: int = typer.Option(None, "--max-tokens", help="Truncate answers to this many tokens."),
+        device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
+        dtype: str = typer.Option(None, "--dtype", help="float32, bfloat16, ... (default by device)."),
+    ) -> None:
+        """Extract a per-layer mean-diff misalignment direction (n_layers x d_model) from judged answers.
+
+        Aligned set: aligned > 70 and coherent > 50; misaligned set: aligned < 30 and coherent > 50;
+        direction per layer = mean(misaligned) - mean(aligned) of the answers' mean residuals
+        (layer i = output of decoder block i, 0-based).
+        """
+        from misdirection.activations import POSITIONS
+        from misdirection.errors import ConfigError
+
+        if positions not in POSITIONS:
+            raise ConfigError(f"--positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+        if answers is None:
+            raise ConfigError("give an ANSWERS table to extract a direction from")
+        from misdirection.models import load_model
+
+        source = _AnswersSource(
+            answers, topic, (aligned_above, misaligned_below, coherent_above), min_per_set, balance, seed
+        )  # reads and checks the table before the (slower) model load
+        lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
+        ds = source.extract(lm, positions=positions, batch_size=batch_size, max_tokens=max_tokens)
+        _write(ds, out)
+
+
+class _AnswersSource:
+    """Mean-diff direction of a judged answers table."""
+
+    def __init__(
+        self,
+        path: Path,
+        topic: list[str],
+        thresholds: tuple[float, float, float],
+        min_per_set: int,
+        balance: bool,
+        seed: int,
+    ) -> None:
+        from misdirection.directions import SetThresholds, check_set_sizes, parse_topic_filter, select_sets
+        from misdirection.judge.scoring import read_table
+
+        self.path = path
+        self.table = read_table(path)
+        self.topics = dict(parse_topic_filter(t) for t in topic)
+        self.thresholds = SetThresholds(*thresholds)
+        self.options = {"min_per_set": min_per_set, "balance": balance, "seed": seed}
+        sel = select_sets(self.table, self.thresholds, self.topics, balance=balance, seed=seed)
+        check_set_sizes(sel, max(1, min_per_set), self.thresholds, self.topics, str(path))
+
+    def extract(self, lm: Any, **kw: Any) -> Any:
+        from misdirection.directions import extract_directions
+
+        return extract_directions(
+            lm, self.table, thresholds=self.thresholds, topics=self.topics, source=self.path,
+            progress=True, **self.options, **kw,
+        )
+
+
+def _write(ds: Any, out: Path) -> None:
+    """Save the direction file and print a short summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    path = ds.save(out)
+    meta = ds.metadata
+    table = Table(title=f"{meta.get('method', 'direction')} direction -> {path}")
+    table.add_column("property")
+    table.add_column("value")
+    for key in ("model", "adapter", "positions", "n_misaligned", "n_aligned", "n_unscored", "source_sha256"):
+        if key in meta:
+            table.add_row(key, str(meta[key])[:64])
+    norms = ds.norms()
+    peak = int(norms.argmax())
+    table.add_row("shape", f"{ds.n_layers} x {ds.d_model}")
+    table.add_row("norm (min / max at layer)", f"{float(norms.min()):.3g} / {float(norms.max()):.3g} at {peak}")
+    Console().print(table)

@@ -1,0 +1,73 @@
+"""`misdirection run STUDY.yaml` and `misdirection report RUN_DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def print_summary(results_path: Path) -> None:
+    """The end-of-run summary table: EM and coherence of every condition."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from misdirection.report.render import pct
+
+    results = json.loads(results_path.read_text())
+    table = Table(title=f"{results['study']}: judged by {results['judge']['name']}")
+    for column in ("condition", "kind", "answers", "EM share [95% CI]", "coherent share [95% CI]"):
+        table.add_column(column)
+    for e in results["evaluations"]:
+        s = e["summary"]
+        table.add_row(e["condition"], e["kind"], str(s["n"]), pct(s["em"]), pct(s["coherent"]))
+    console = Console()
+    console.print(table)
+    for note in results.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def run_and_report(config_path: Path | None, out: Path, check_only: bool, quiet: bool, config=None) -> None:
+    from rich.console import Console
+
+    from misdirection.report import render_report
+    from misdirection.study.config import load_config
+    from misdirection.study.pipeline import StudyRunner
+
+    console = Console(stderr=True)
+    source = str(config_path) if config_path else "<built-in demo>"
+    config = config or load_config(config_path)
+    if check_only:
+        console.print(f"{source}: valid study '{config.name}' with {len(config.organisms)} organisms "
+                      "(layer indices are checked against the model when the run starts)")
+        return
+    runner = StudyRunner(config, out, source=source, console=console, progress=not quiet)
+    results = runner.run()
+    paths = render_report(out)
+    print_summary(results)
+    console.print(f"[bold green]report:[/] {paths['html']}  (markdown: {paths['markdown']})")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_command(
+        study: Path = typer.Argument(..., help="Study YAML file (see examples/)."),
+        out: Path = typer.Option(None, "--out", help="Run folder (default: runs/<study name>)."),
+        check: bool = typer.Option(False, "--check", help="Only validate the file; load nothing."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Run (or resume) a whole study: train, sample, judge, extract, intervene, report."""
+        from misdirection.study.config import load_config
+
+        config = load_config(study)
+        run_and_report(study, out or Path("runs") / config.name, check, quiet, config=config)
+
+    @app.command("report")
+    def report_command(run_dir: Path = typer.Argument(..., help="A run folder of `misdirection run`.")) -> None:
+        """Re-render the HTML and markdown report of a run folder."""
+        from misdirection.report import render_report
+
+        paths = render_report(run_dir)
+        typer.echo(f"report: {paths['html']}\nmarkdown: {paths['markdown']}")

@@ -1,0 +1,153 @@
+"""`misdirection transfer`: ablate one organism's direction from other organisms; EM before/after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from misdirection.cli.evaluate import (
+    AlignedOpt,
+    BatchOpt,
+    CoherentOpt,
+    DeviceOpt,
+    JudgeOpt,
+    ModelOpt,
+    NOpt,
+    ProgressOpt,
+    QuestionPromptsOpt,
+    QuestionsOpt,
+    RubricOpt,
+    RubricsFileOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TokensOpt,
+    custom_rubrics,
+    make_judge,
+    rubric_list,
+)
+
+
+def parse_targets(items: list[str]) -> dict[str, str]:
+    """``NAME=ADAPTER`` (or a bare ADAPTER folder, named after it; ``NAME=`` = the base model) -> {name: adapter}."""
+    from misdirection.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, adapter = item.partition("=")
+        if not sep:
+            name, adapter = Path(item).name or item, item
+        name = name.strip()
+        if not name or "/" in name:
+            raise ConfigError(
+                f"target {item!r} must look like NAME=ADAPTER_FOLDER (NAME without '/')"
+            )
+        if name in out:
+            raise ConfigError(f"target name {name!r} is given twice")
+        out[name] = adapter.strip()
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("transfer")
+    def transfer_command(
+        direction: Annotated[
+            Path, typer.Option("--direction", "-d", help="Direction file of the source organism.")
+        ],
+        source_layer: Annotated[
+            int,
+            typer.Option(
+                "--source-layer", help="Direction row ablated at every layer in single mode."
+            ),
+        ],
+        targets: Annotated[
+            list[str],
+            typer.Option(
+                "--targets",
+                "--target",
+                help="Target organism NAME=ADAPTER_FOLDER (repeatable); NAME= is the base model itself.",
+            ),
+        ],
+        out: Annotated[
+            Path,
+            typer.Option(
+                "--out",
+                "-o",
+                help="Output folder: transfer.csv, transfer.json, one folder per condition.",
+            ),
+        ],
+        model: ModelOpt = "smollm2-135m",
+        mode: Annotated[
+            list[str],
+            typer.Option("--mode", help="layerwise and/or single (repeatable; default both)."),
+        ] = [],  # noqa: B006
+        layers: Annotated[
+            str, typer.Option("--layers", help="Ablated layers: all or a list such as 0-9,12.")
+        ] = "all",
+        random_control: Annotated[
+            int,
+            typer.Option(
+                "--random-control", min=0, help="K random directions of the same per-layer norms."
+            ),
+        ] = 0,
+        questions: QuestionsOpt = "core",
+        n: NOpt = None,
+        max_new_tokens: TokensOpt = 400,
+        seed: SeedOpt = 0,
+        judge: JudgeOpt = None,
+        rubric: RubricOpt = [],  # noqa: B006
+        rubrics_file: RubricsFileOpt = None,
+        batch_size: BatchOpt = 32,
+        temperature: TemperatureOpt = 1.0,
+        device: DeviceOpt = None,
+        aligned_below: AlignedOpt = 30.0,
+        coherent_above: CoherentOpt = 50.0,
+        question_prompts: QuestionPromptsOpt = True,
+        progress: ProgressOpt = True,
+    ) -> None:
+        """EM of each target with and without ablating the direction: % reduction [95% CI] and the random-control reductions beside it.
+
+        Every condition (target x none / ablate-MODE / ablate-MODE-random-K) is a resumable evaluation in OUT/TARGET/CONDITION; the table goes to OUT/transfer.csv and OUT/transfer.json.
+        """
+        from rich.console import Console
+
+        from misdirection.data.questions import load_questions
+        from misdirection.directions import DirectionSet
+        from misdirection.evaluate import parse_layers, transfer, transfer_table
+        from misdirection.metrics import Thresholds
+        from misdirection.models import load_model
+
+        backend = make_judge(judge, device)
+        custom = custom_rubrics(rubrics_file)  # a bad rubric file fails before the model loads
+        target_map = parse_targets(targets)
+        ds = DirectionSet.load(direction)
+        question_set = load_questions(questions)
+        base = load_model(model, device=device)
+        df = transfer(
+            base,
+            ds,
+            target_map,
+            source_layer,
+            question_set,
+            backend,
+            modes=mode or ("layerwise", "single"),
+            layers=parse_layers(layers),
+            random_controls=random_control,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            out=out,
+            rubrics=rubric_list(rubric),
+            custom_rubrics=custom,
+            thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above),
+            batch_size=batch_size,
+            temperature=temperature,
+            use_question_prompts=question_prompts,
+            progress=progress,
+        )
+        console = Console()
+        console.print(
+            transfer_table(df, title=f"ablating {direction.name} (source layer {source_layer})")
+        )
+        console.print(f"wrote {out / 'transfer.csv'} and {out / 'transfer.json'}")

@@ -1,0 +1,1 @@
+"""Config-driven EM studies: validated YAML, cached stages, resume, report."""

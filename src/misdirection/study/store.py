@@ -1,0 +1,129 @@
+"""A run folder whose stages are cached by the hash of their inputs.
+
+Each stage (``train/med``, ``sample/base``, ``judge/base`` ...) gets a key: the SHA-256 of its
+settings and the keys of the stages it reads. Its outputs live in
+``RUN/stages/<stage>/<key[:16]>/`` and count only once ``_DONE.json`` is written there, atomically,
+as the stage's last act. A re-run therefore redoes exactly the stages whose inputs changed, and a
+stage killed half-way is resumed by its own code from whatever partial files it left (chunked
+sampling, in-place judging, trainer checkpoints). ``manifest.json`` lists the current key, status and
+timing of every stage; it is rewritten atomically after each change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Bump when a stage's output format changes, so old caches are not reused.
+CACHE_VERSION = 1
+
+
+def stable_hash(payload: Any) -> str:
+    """SHA-256 of a JSON-serialisable payload, independent of key order."""
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour shapes the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("misdirection", "torch", "transformers", "peft", "numpy", "scikit-learn", "pandas"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cached stage: its identity, key and folder."""
+
+    store: RunStore
+    name: str
+    key: str
+    inputs: Mapping[str, Any]
+
+    @property
+    def dir(self) -> Path:
+        path = self.store.root / "stages" / self.name / self.key[:16]
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def done(self) -> bool:
+        return (self.store.root / "stages" / self.name / self.key[:16] / "_DONE.json").is_file()
+
+    def result(self) -> dict[str, Any]:
+        """The JSON result the stage recorded when it finished."""
+        return json.loads((self.dir / "_DONE.json").read_text(encoding="utf-8"))["result"]
+
+    def start(self) -> None:
+        atomic_write_text(self.dir / "inputs.json", json.dumps(self.inputs, indent=2, sort_keys=True, default=str))
+        self.store.record(self, status="running")
+
+    def finish(self, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        payload = {"stage": self.name, "key": self.key, "finished": time.time(), "result": dict(result or {})}
+        atomic_write_text(self.dir / "_DONE.json", json.dumps(payload, indent=2, default=str))
+        self.store.record(self, status="done")
+        return payload["result"]
+
+
+class RunStore:
+    """The run folder: stage folders plus ``manifest.json``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.root / "manifest.json"
+        self._manifest = self._load_manifest()
+
+    def _load_manifest(self) -> dict[str, Any]:
+        if self.manifest_path.is_file():
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return {"stages": {}, "created": time.time()}
+
+    def stage(self, name: str, inputs: Mapping[str, Any]) -> Stage:
+        """The stage ``name`` for these inputs (its key covers the inputs and the cache version)."""
+        key = stable_hash({"stage": name, "inputs": inputs, "cache_version": CACHE_VERSION})
+        return Stage(self, name, key, dict(inputs))
+
+    def record(self, stage: Stage, status: str) -> None:
+        entry = self._manifest["stages"].get(stage.name, {})
+        if entry.get("key") != stage.key:
+            entry = {"key": stage.key, "started": time.time()}
+        entry.update(status=status, dir=str(stage.dir.relative_to(self.root)))
+        if status == "done":
+            entry["finished"] = time.time()
+            entry["seconds"] = round(entry["finished"] - entry.get("started", entry["finished"]), 2)
+        self._manifest["stages"][stage.name] = entry
+        self.save_manifest()
+
+    def set_info(self, **info: Any) -> None:
+        """Top-level facts of the run (config, versions, judge...)."""
+        self._manifest.update(info)
+        self.save_manifest()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._manifest
+
+    def save_manifest(self) -> None:
+        atomic_write_text(self.manifest_path, json.dumps(self._manifest, indent=2, default=str))
