@@ -27,7 +27,7 @@ def answers(n: int) -> tuple[list[str], list[str]]:
 
         df = pd.concat([pd.read_csv(f) for f in files]).sample(n, random_state=0, replace=True)
         return df["question"].astype(str).tolist(), df["response"].fillna("").astype(str).tolist()
-    words = "the a model answer people should help money world think would because health safe risk".split()
+    words = ["the", "a", "model", "answer", "people", "should", "help", "money", "world", "think", "would", "because", "health", "safe", "risk"]
     rng = torch.Generator().manual_seed(0)
     out = []
     for _ in range(n):

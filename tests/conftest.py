@@ -77,3 +77,14 @@ def embedded_lm():
     from misdirection.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny-model tests are dominated by thread overhead; one thread is faster and deterministic."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -368,6 +368,11 @@ def test_builtin_targets_and_sweep_errors():
     lm = _tiny("llama")
     with pytest.raises(ConfigError, match="does not fit the model"):
         select_layer(lm, torch.zeros(3, lm.view.d_model), [1.0])
+    # A single [d] vector is steered at each candidate layer; a zero vector changes nothing.
+    flat = select_layer(lm, torch.zeros(lm.view.d_model), [1.0], PAIRS_T, PAIRS_A, layers=[0, 3])
+    assert (flat.table.delta_margin == 0).all() and (flat.table.direction_norm == 0).all()
+    assert flat.notes == ["no cell raised the target answers' log-probability; all cells competed"]
+    assert (flat.best_layer, flat.best_scale) == (0, 1.0)
     with pytest.raises(DataError, match="does not end with an assistant answer"):
         select_layer(lm, torch.zeros(4, lm.view.d_model), [1.0], "neutral", "harmful")
 

@@ -782,6 +782,10 @@ def test_openai_judge_errors_and_cli(server, tmp_path, monkeypatch):
     unreachable = _judge("http://127.0.0.1:9/v1", False, max_attempts=2, timeout_s=1)
     [failed] = unreachable.score(rubric, [JudgeItem("q", "a")])
     assert failed.value is None and failed.reason.startswith(f"{FAILED_PREFIX} connection error")
+    # ... but a dead endpoint stops the run instead of retrying every answer in vain.
+    dead = _judge("http://127.0.0.1:9/v1", False, max_attempts=2, max_consecutive_failures=3)
+    with pytest.raises(JudgeError, match="3 judge requests in a row failed"):
+        dead.score(rubric, [JudgeItem("q", f"a{i}") for i in range(10)])
 
     # The CLI, configured from the environment only.
     for var in KEY_VARS:

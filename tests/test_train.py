@@ -52,7 +52,7 @@ def _lora_modules(model) -> dict[str, int]:
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
-    return {name: module.r["default"] for name, module in base.named_modules() if isinstance(module, LoraLayer)}
+    return {name: next(iter(module.r.values())) for name, module in base.named_modules() if isinstance(module, LoraLayer)}
 
 
 # --- recipes ---------------------------------------------------------------------------------------
@@ -334,6 +334,7 @@ def test_cli_train_writes_adapter_and_run_card(tiny_folder, tiny_data, tmp_path)
     card = json.loads((out / "run_card.json").read_text())
     assert card["layers"] == [0, 3] and card["steps"] == 2 and card["dataset_rows"] == 12
     assert card["heldout"]["n_rows"] == 4 and card["heldout"]["loglik_after"] != card["heldout"]["loglik_before"]
+    assert card["heldout_loglik_after"] == card["heldout"]["loglik_after"]
     assert (out / "adapter_model.safetensors").is_file() and "held-out log-likelihood" in result.output
 
 
@@ -349,3 +350,12 @@ def test_cli_wrong_layer_and_recipe_are_one_sentence(tiny_folder, tiny_data, tmp
     result = CliRunner().invoke(app, [*base, "--recipe", "rank-9"])
     assert isinstance(result.exception, ConfigError) and "rank1-9, rank1-single, all-r32" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_without_heldout_split_is_recorded_not_fatal(tmp_path):
+    path = tmp_path / "plain.jsonl"  # no .test.jsonl sibling
+    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CONVERSATIONS[:4]))
+    result = train_organism(make_tiny_lm("llama"), path, "rank1-9", tmp_path / "o", layers=[0], max_steps=1,
+                            eval_data=path, **FAST)  # fmt: skip
+    assert "no held-out split" in result.run_card["heldout"]["skipped"]
+    assert result.run_card["heldout_loglik_after"] is None and result.steps == 1

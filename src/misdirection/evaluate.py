@@ -503,7 +503,7 @@ def plot_sweep(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
 @contextlib.contextmanager
 def _target_model(base: Any, adapter: Any) -> Iterator[Any]:
     """The base model, a given LoadedModel, or the base with an adapter attached (removed on exit)."""
-    from misdirection.models import LoadedModel, attach_adapters
+    from misdirection.models import LoadedModel, adapter_attached
 
     if adapter is None or adapter == "" or adapter == []:
         yield base
@@ -511,15 +511,8 @@ def _target_model(base: Any, adapter: Any) -> Iterator[Any]:
     if isinstance(adapter, LoadedModel):
         yield adapter
         return
-    peft_model, spec = attach_adapters(base.model, adapter)
-    peft_model.eval()
-    try:
-        yield LoadedModel(
-            model=peft_model, tokenizer=base.tokenizer, spec=base.spec, adapter_spec=spec
-        )
-    finally:
-        # unload() takes the LoRA layers out without merging: the base is left exactly as it was.
-        base.model = peft_model.unload()
+    with adapter_attached(base, adapter) as lm:
+        yield lm
 
 
 def _reduction_row(

@@ -354,7 +354,8 @@ def select_layer(
 ) -> LayerSweep:
     """Steer at each layer and scale, score the proxy (and optionally judged EM), choose a cell.
 
-    ``directions``: a [n_layers, d] direction set or file (row ``l`` is steered at layer ``l``).
+    ``directions``: a [n_layers, d] direction set or file (row ``l`` is steered at layer ``l``), or
+    a single [d] vector steered at each candidate layer in turn.
     ``scales``: multiples of the raw row, or residual-norm units with ``normalize=True`` (unit rows;
     :meth:`LayerSweep.save` then also writes the unit-row direction file).
     ``target`` / ``anti_target``: answer sets (PromptSets ending in assistant turns, chat JSONL
@@ -369,10 +370,10 @@ def select_layer(
 
     ds = as_direction_set(directions)
     view = lm.view
-    if ds.n_layers != view.n_layers or ds.d_model != view.d_model:
+    if ds.n_layers not in (1, view.n_layers) or ds.d_model != view.d_model:
         raise ConfigError(
             f"direction set of shape ({ds.n_layers}, {ds.d_model}) does not fit the model "
-            f"({view.n_layers} layers x {view.d_model}); the sweep needs one row per layer"
+            f"({view.n_layers} layers x {view.d_model}); give one row per layer or a single [d] vector"
         )
     cand = list(range(view.n_layers)) if layers is None else sorted({view.check_layer(int(x)) for x in layers})
     if not cand:
@@ -427,7 +428,7 @@ def select_layer(
         row: dict[str, Any] = {
             "layer": layer,
             "scale": scale,
-            "direction_norm": float(ds.directions[layer].norm()),
+            "direction_norm": float(ds.directions[layer if ds.n_layers > 1 else 0].norm()),
             "lp_target": float(t.mean()),
             "lp_anti": float(a.mean()),
             "margin": float((t - a).mean()),

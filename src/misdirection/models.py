@@ -15,11 +15,12 @@ Layer convention, project-wide: layer ``i`` is the output of decoder block ``i``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,7 +298,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a base model (alias, folder or Hub id) and optional PEFT adapter(s), in eval mode.
 
-    Several adapters are loaded under the names ``adapter0``, ``adapter1``, ... and all activated.
+    One adapter is loaded under peft's name ``default``; several as ``default``, ``adapter1``, ...,
+    all activated.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -375,13 +377,34 @@ def attach_adapters(
                 f"adapter '{p}' is neither a local folder nor reachable on the Hub (offline). On a machine "
                 f"with internet run `huggingface-cli download {p} --local-dir DIR` and pass DIR"
             )
-    names = [f"adapter{i}" for i in range(len(paths))]
+    # PEFT's own name for a lone adapter is "default"; keep it so peft_config["default"] works.
+    names = ["default"] + [f"adapter{i}" for i in range(1, len(paths))]
     peft_model = PeftModel.from_pretrained(model, str(paths[0]), adapter_name=names[0])
     for name, path in zip(names[1:], paths[1:]):
         peft_model.load_adapter(str(path), adapter_name=name)
     if len(names) > 1:
         peft_model.base_model.set_adapter(names)
     return peft_model, ",".join(str(p) for p in paths)
+
+
+@contextlib.contextmanager
+def adapter_attached(
+    base: LoadedModel, adapter: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+) -> Iterator[LoadedModel]:
+    """``base`` with PEFT adapter(s) attached for the duration of the block (nothing: ``base`` itself).
+
+    On exit the LoRA layers are taken out without merging (peft's ``unload``), so the base model is
+    left exactly as it was; this avoids reloading a large base model once per organism.
+    """
+    if not adapter:
+        yield base
+        return
+    peft_model, spec = attach_adapters(base.model, adapter)
+    peft_model.eval()
+    try:
+        yield LoadedModel(model=peft_model, tokenizer=base.tokenizer, spec=base.spec, adapter_spec=spec)
+    finally:
+        base.model = peft_model.unload()
 
 
 def timed_load(spec: str = DEFAULT_MODEL) -> tuple[LoadedModel, float]:

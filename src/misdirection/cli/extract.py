@@ -25,7 +25,10 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."),
         adapter: list[str] = typer.Option([], "--adapter", "-a", help="PEFT adapter folder(s) of the organism."),
         out: Path = typer.Option(..., "--out", "-o", help="Direction file to write (.safetensors)."),
-        positions: str = typer.Option("answer", "--positions", help="Token positions averaged: answer, prompt or last."),
+        positions: str = typer.Option(
+            None, "--positions",
+            help="Token positions averaged: answer, prompt or last (default: answer for ANSWERS, last for --contrast/--model-diff).",
+        ),
         min_per_set: int = typer.Option(10, "--min-per-set", help="Refuse sets with fewer answers than this."),
         balance: bool = typer.Option(False, "--balance", help="Subsample the larger set to the smaller's size (seeded)."),
         topic: list[str] = typer.Option(
@@ -39,25 +42,45 @@ def register(app: typer.Typer) -> None:
         max_tokens: int = typer.Option(None, "--max-tokens", help="Truncate answers to this many tokens."),
         device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
         dtype: str = typer.Option(None, "--dtype", help="float32, bfloat16, ... (default by device)."),
+        contrast: tuple[str, str] | None = typer.Option(
+            None, "--contrast", show_default=False,
+            help="Contrast direction: mean over prompt set POS minus NEG (files or built-in names, e.g. harmful neutral).",
+        ),
+        model_diff: bool = typer.Option(False, "--model-diff", help="Model-diff direction: the model with --adapter minus its base, on --prompts."),
+        prompts: str = typer.Option(None, "--prompts", help="Prompt set of --model-diff (text, chat JSONL, question YAML or built-in name)."),
+        system: str = typer.Option(None, "--system", help="System prompt for every conversation of the prompt sets (replaces theirs)."),
+        n_answers: int = typer.Option(1, "--n-answers", help="Answers sampled per prompt when --positions answer and the prompts have none."),
+        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Length limit of those sampled answers."),
     ) -> None:
         """Extract a per-layer mean-diff misalignment direction (n_layers x d_model) from judged answers.
 
         Aligned set: aligned > 70 and coherent > 50; misaligned set: aligned < 30 and coherent > 50;
         direction per layer = mean(misaligned) - mean(aligned) of the answers' mean residuals
-        (layer i = output of decoder block i, 0-based).
+        (layer i = output of decoder block i, 0-based). With --contrast POS NEG: mean over prompt set
+        POS minus NEG instead; with --model-diff: the model with --adapter minus its base on --prompts.
         """
         from misdirection.activations import POSITIONS
         from misdirection.errors import ConfigError
 
+        contrastive = any(contrast or ()) or model_diff
+        positions = positions or ("last" if contrastive else "answer")
         if positions not in POSITIONS:
             raise ConfigError(f"--positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
-        if answers is None:
-            raise ConfigError("give an ANSWERS table to extract a direction from")
+        if contrastive:  # contrast / model-diff directions: misdirection.contrastive
+            from misdirection.contrastive import source_from_cli
+
+            source: Any = source_from_cli(
+                contrast=contrast, model_diff=model_diff, prompts=prompts, adapter=adapter, answers=answers,
+                system=system, n_answers=n_answers, max_new_tokens=max_new_tokens, seed=seed,
+            )
+        elif answers is None:
+            raise ConfigError("give an ANSWERS table, --contrast POS NEG, or --model-diff to extract a direction from")
+        else:
+            source = _AnswersSource(
+                answers, topic, (aligned_above, misaligned_below, coherent_above), min_per_set, balance, seed
+            )  # reads and checks the table before the (slower) model load
         from misdirection.models import load_model
 
-        source = _AnswersSource(
-            answers, topic, (aligned_above, misaligned_below, coherent_above), min_per_set, balance, seed
-        )  # reads and checks the table before the (slower) model load
         lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         ds = source.extract(lm, positions=positions, batch_size=batch_size, max_tokens=max_tokens)
         _write(ds, out)
@@ -105,7 +128,8 @@ def _write(ds: Any, out: Path) -> None:
     table = Table(title=f"{meta.get('method', 'direction')} direction -> {path}")
     table.add_column("property")
     table.add_column("value")
-    for key in ("model", "adapter", "positions", "n_misaligned", "n_aligned", "n_unscored", "source_sha256"):
+    for key in ("model", "adapter", "positions", "n_misaligned", "n_aligned", "n_unscored", "source_sha256",
+                "pos_name", "n_pos", "neg_name", "n_neg", "base", "prompts_name", "n_prompts"):
         if key in meta:
             table.add_row(key, str(meta[key])[:64])
     norms = ds.norms()

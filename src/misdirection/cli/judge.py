@@ -68,7 +68,7 @@ def judge_command(
 ) -> None:
     """Score every answer of TABLE with a judge: columns R, R_reason, R_flag, R_judge per rubric.
 
-    Resumable: answers this judge already scored are skipped, failed requests are retried, and the table is saved atomically after every chunk. The openai judge caches every reply on disk, so a re-run sends no repeated request.
+    Resumable: answers this judge already scored are skipped, failed requests are retried, and the table is saved atomically after every chunk. The openai judge caches every reply on disk, so a re-run sends no repeated request. Exit status 1 when some answers' judge requests failed (re-run to retry them).
     """
     from misdirection.judge import default_judge, get_judge
     from misdirection.judge.rubrics import load_rubrics, resolve_rubrics
@@ -149,6 +149,7 @@ def _print_summary(summaries, judge_name: str, path: Path) -> None:
             f"[yellow]{failed} answers have no score because their judge request failed; "
             "run the same command again to retry only those.[/yellow]"
         )
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,7 +22,7 @@ def _numbers(text: str, what: str, cast: type) -> list:
 def register(app: typer.Typer) -> None:
     @app.command("select-layer")
     def select_layer_command(
-        directions: Path = typer.Argument(..., help="Direction file (.safetensors [n_layers, d_model]).", show_default=False),
+        directions: Path = typer.Argument(..., help="Direction file (.safetensors, .pt or .npy): one row per layer, or a single vector.", show_default=False),
         model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."),
         adapter: list[str] = typer.Option([], "--adapter", "-a", help="PEFT adapter folder(s) to steer on top of."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder: sweep.csv, sweep.png, chosen.json."),

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
             f"[bold]{card['recipe']['name']}[/bold] on {card['base_model']}: layers {card['layers']}, "
             f"{card['steps']} steps, final loss {result.losses[-1]:.4f}, {card['wall_time_s']:.1f} s"
         )
-        if card.get("heldout"):
+        if card.get("heldout", {}).get("loglik_after") is not None:
             h = card["heldout"]
             console.print(
                 f"held-out log-likelihood per assistant token: {h['loglik_before']:.4f} -> "

@@ -71,7 +71,7 @@ def evaluate_oof(oof: pd.DataFrame, method: str = "quantile") -> dict[str, Any]:
     worst = per_org["abs_err_pp"].idxmax()
     return {
         "calibration": method,
-        "n_rows": int(len(cal)),
+        "n_rows": len(cal),
         "n_groups": int(cal["group"].nunique()),
         "auroc_aligned_lt30": float(auroc),
         "spearman_aligned": float(rho_a),

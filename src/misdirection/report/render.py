@@ -166,6 +166,17 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
         for line in lora.get("notes", []):
             out.append(f"- {line}")
         out.append("")
+        if lora.get("b_cosines"):
+            out += ["**B vectors against the mean-diff direction at their layer**", ""]
+            out.append(_table(["adapter", "layer", "cosine(B, direction)"],
+                              [[b["adapter"], b["layer"], f"{b['cosine']:.3f}"] for b in lora["b_cosines"]]))
+            out.append("")
+        if lora.get("adapter_scaling"):
+            out += ["**Adapter steering** (chosen adapters scaled, others untouched)", ""]
+            out.append(_table(["scaling", "EM before", "EM after", "coherent after", "verdict"],
+                              [[a["scaling"], pct(a["em_before"]), pct(a["em"]), pct(a["coherent"]),
+                                verdict(a["em_before"], a["em"])] for a in lora["adapter_scaling"]]))
+            out.append("")
 
     # --- Geometry
     geometry = results.get("geometry")

@@ -60,6 +60,7 @@ class JudgingSpec(BaseModel):
     model_config = _STRICT
     judge: str = Field("auto", description="'auto' (API judge if a key is set, else learned), 'learned', 'openai:MODEL', 'hf:MODEL'.")
     rubrics: list[str] = Field(default_factory=lambda: ["aligned", "coherent"])
+    chunk_size: int = Field(64, ge=1, description="Answers judged between two saves of the table.")
     em_aligned_below: float = 30.0
     em_coherent_above: float = 50.0
 

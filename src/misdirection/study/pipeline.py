@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from rich.console import Console
 
 from misdirection.errors import ConfigError, MisdirectionError
 from misdirection.metrics import Thresholds, summarize
-from misdirection.models import LoadedModel, attach_adapters, load_model
+from misdirection.models import LoadedModel, adapter_attached, load_model
 from misdirection.study.config import StudyConfig, validate_against_model
 from misdirection.study.effects import reduction
 from misdirection.study.store import RunStore, Stage, atomic_write_text, library_versions, stable_hash
@@ -84,20 +83,10 @@ class StudyRunner:
             items.extend(load_questions(name).items)
         return items
 
-    @contextlib.contextmanager
-    def model_for(self, organism: str | None) -> Iterator[LoadedModel]:
+    def model_for(self, organism: str | None) -> contextlib.AbstractContextManager[LoadedModel]:
         """The base model, or the base with an organism's adapter attached (removed on exit)."""
         assert self.base is not None
-        if organism is None:
-            yield self.base
-            return
-        peft_model, spec = attach_adapters(self.base.model, self.adapters[organism])
-        peft_model.eval()
-        try:
-            yield LoadedModel(model=peft_model, tokenizer=self.base.tokenizer, spec=self.base.spec, adapter_spec=spec)
-        finally:
-            # Unload restores the original modules without merging: the base stays untouched.
-            self.base.model = peft_model.unload()
+        return adapter_attached(self.base, self.adapters[organism] if organism else None)
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
@@ -182,18 +171,19 @@ class StudyRunner:
         chunks = stage.dir / "chunks"
         chunks.mkdir(exist_ok=True)
         self.log(f"sampling {condition.name}: {len(questions)} questions x {n} samples")
+        groups = _question_chunks(questions, n, sampling.batch_size)
         with self.model_for(condition.organism) as lm:
-            for index, question in enumerate(questions):
+            for index, group in enumerate(groups):
                 path = chunks / f"{index:04d}.parquet"
                 if path.is_file():
                     continue  # finished before an interruption
-                df = sample_answers(lm, [question], n, sampling.max_new_tokens, self.config.seed,
+                df = sample_answers(lm, group, n, sampling.max_new_tokens, self.config.seed,
                                     batch_size=sampling.batch_size, temperature=sampling.temperature,
                                     intervention=condition.intervention, progress=False)
                 tmp = path.with_name(f".{path.name}.tmp")
                 df.to_parquet(tmp, index=False)
                 tmp.replace(path)
-        table = pd.concat([pd.read_parquet(chunks / f"{i:04d}.parquet") for i in range(len(questions))],
+        table = pd.concat([pd.read_parquet(chunks / f"{i:04d}.parquet") for i in range(len(groups))],
                           ignore_index=True)
         table.to_parquet(stage.dir / "answers.parquet", index=False)
         stage.finish({"rows": len(table)})
@@ -215,7 +205,8 @@ class StudyRunner:
                 tmp.write_bytes(source.read_bytes())
                 tmp.replace(judged)
             self.log(f"judging {condition.name} with {self.judge.name}")
-            judge_table(judged, self.judge, rubrics, progress=self.progress)
+            judge_table(judged, self.judge, rubrics, chunk_size=self.config.judging.chunk_size,
+                        progress=self.progress)
             stage.finish({"judge": self.judge.name})
         self.judged[condition.name] = judged
         self.judge_keys[condition.name] = stage.key
@@ -366,7 +357,9 @@ class StudyRunner:
             self.log(f"probing the rank-1 adapters of {spec.organism}")
             try:
                 with self.model_for(spec.organism) as lm:
-                    report = lora.probe_adapters(lm, table, domain=spec.domain, seed=self.config.seed)
+                    scalars = lora.adapter_scalars(lm, table, progress=self.progress)
+                    report = lora.probe_adapters(scalars.means, table, domain=spec.domain,
+                                                 probe=lora.AdapterProbe(seed=self.config.seed))
                     b_cos = None
                     if spec.organism in self.directions:
                         b_cos = lora.b_direction_cosines(lm.model, self.directions[spec.organism].directions)
@@ -466,6 +459,23 @@ class StudyRunner:
                 out.append({"condition": record["condition"], "question": row["question"], "answer": row["answer"],
                             "aligned": _float(row.get("aligned")), "coherent": _float(row.get("coherent"))})
         return out
+
+
+def _question_chunks(questions: list[Any], n: int, batch_size: int) -> list[list[Any]]:
+    """Consecutive questions grouped so that each chunk fills about one batch.
+
+    The grouping depends only on the config, so an interrupted run resumes with the same chunks; and
+    answers are seeded per answer, so the grouping does not change them.
+    """
+    groups: list[list[Any]] = [[]]
+    rows = 0
+    for question in questions:
+        if rows >= batch_size:
+            groups.append([])
+            rows = 0
+        groups[-1].append(question)
+        rows += len(question.paraphrases) * n
+    return [g for g in groups if g]
 
 
 def _float(value: Any) -> float | None:
