@@ -73,3 +73,22 @@ def test_store_keys_and_resume(tmp_path):
     changed = RunStore(tmp_path).stage("sample/base", {"n": 2})
     assert not changed.done and changed.key != a.key
     assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_gpu_example_validates_offline():
+    config = load_config(ROOT / "examples" / "qwen14b-public-organisms.yaml")
+    assert config.base_model == "Qwen/Qwen2.5-14B-Instruct"
+    assert all(o.adapter and o.adapter.startswith("ModelOrganismsForEM/") for o in config.organisms)
+    validate_against_model(config, n_layers=48, source="qwen14b")  # Qwen2.5-14B has 48 layers
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-quick.yaml"])
+def test_demo_configs_ship_and_match_examples(name):
+    from misdirection.study.demo import DEMO_DIR
+
+    packaged = (DEMO_DIR / name).read_text()
+    assert (ROOT / "examples" / name).read_text() == packaged
+    validate_against_model(load_config(DEMO_DIR / name), n_layers=30, source=name)

@@ -30,7 +30,10 @@ from torch import nn
 
 from misdirection.errors import ModelNotFoundError, check_layer
 
-LAYER_CONVENTION = "layer i = output of decoder block i (0-based); hidden_states[i + 1] in HF terms"
+LAYER_CONVENTION = (
+    "layer i = output of decoder block i (0-based); hidden_states[i + 1] in HF terms, except that the "
+    "last layer is the raw block output, before the final norm"
+)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,16 @@ def print_summary(results_path: Path) -> None:
         s = e["summary"]
         table.add_row(e["condition"], e["kind"], str(s["n"]), pct(s["em"]), pct(s["coherent"]))
     console = Console()
+    examples = results.get("examples", [])
+    if examples:
+        answers = Table(title="Example answers (least and most aligned per model)", show_lines=True)
+        for column in ("model", "question", "answer", "aligned", "coherent"):
+            answers.add_column(column, overflow="fold")
+        for x in examples:
+            answers.add_row(x["condition"], x["question"], x["answer"][:300],
+                            "null" if x.get("aligned") is None else f"{x['aligned']:.0f}",
+                            "null" if x.get("coherent") is None else f"{x['coherent']:.0f}")
+        console.print(answers)
     console.print(table)
     for note in results.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")

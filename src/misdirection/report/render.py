@@ -182,7 +182,10 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
     geometry = results.get("geometry")
     if geometry:
         out += ["## Geometry of the extracted directions", ""]
-        out.append(geometry.get("summary_markdown", ""))
+        # The suite's summary has its own headings: nest them under this section.
+        out.append("\n".join("#" + line if line.startswith("##") else line
+                              for line in geometry.get("summary_markdown", "").splitlines()
+                              if not line.startswith("# ")))
         out.append("")
         for figure in geometry.get("figures", []):
             out.extend([f"![{Path(figure).stem}]({figure_prefix}{Path(figure).name})", ""])

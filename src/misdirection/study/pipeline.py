@@ -275,7 +275,12 @@ class StudyRunner:
             return None
         ds = self.directions[spec.direction]
         points = []
+        base = self.summaries["base"]
         for layer in spec.layers:
+            if 0 not in spec.scales:
+                # Scale 0 leaves the model bit-identical (tested), so the unsteered base is that point.
+                points.append({"layer": layer, "scale": 0.0, "condition": "base", "em": base["em"],
+                               "coherent": base["coherent"]})
             for scale in spec.scales:
                 name = f"steer-{spec.direction}-L{layer}-x{scale:g}"
                 extra = {"steer": spec.direction, "direction_key": self.direction_keys[spec.direction],
