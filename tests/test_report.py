@@ -122,3 +122,13 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10  # not blank
+
+
+def test_ablation_verdict_compares_with_random_controls():
+    from misdirection.report.render import versus_random
+
+    like_random = {"reduction": {"value": 0.53, "low": 0.29}, "random": [{"reduction": {"value": 0.59}}]}
+    assert versus_random(like_random) == "not distinguishable from random directions"
+    beyond = {"reduction": {"value": 0.8, "low": 0.7}, "random": [{"reduction": {"value": 0.1}}]}
+    assert versus_random(beyond) == "beyond every random control"
+    assert versus_random({"reduction": {"value": None}, "random": []}) == "no EM to reduce"

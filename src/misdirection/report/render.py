@@ -40,6 +40,20 @@ def verdict(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "no clear effect (intervals overlap)"
 
 
+def versus_random(row: dict[str, Any]) -> str:
+    """Whether the direction's EM reduction beats every norm-matched random direction's."""
+    red = row.get("reduction") or {}
+    randoms = [rc["reduction"]["value"] for rc in row.get("random", [])
+               if rc.get("reduction") and rc["reduction"].get("value") is not None]
+    if red.get("value") is None:
+        return "no EM to reduce"
+    if not randoms:
+        return "no random control run"
+    if red.get("low") is not None and red["low"] > max(randoms):
+        return "beyond every random control"
+    return "not distinguishable from random directions"
+
+
 def _reduction(red: dict[str, Any] | None) -> str:
     if not red or red.get("value") is None:
         return "n/a (no EM before ablation)"
@@ -128,7 +142,8 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
                 randoms = r.get("random", [])
                 rand_text = ", ".join(_reduction(rc.get("reduction")) for rc in randoms) or "none run"
                 rows.append([r["target"], r["direction"], r["mode"], pct(r["em_before"]), pct(r["em"]),
-                             _reduction(r.get("reduction")), rand_text, verdict(r["em_before"], r["em"])])
+                             _reduction(r.get("reduction")), rand_text,
+                             f"{verdict(r['em_before'], r['em'])}; {versus_random(r)}"])
             out.append(_table(["target", "direction from", "mode", "EM before", "EM after",
                                "% reduction [CI]", "random-direction reductions", "verdict"], rows))
             out.append("")
