@@ -513,3 +513,12 @@ def test_cli_probe_cosine_dynamics(tmp_path):
     assert res.exit_code == 0, res.output
     settle = pd.read_csv(run / "dynamics" / "settle.csv")
     assert list(settle.settle_step) == [1, 1]
+
+
+def test_from_spec_rebuilds_lora_interventions():
+    from misdirection.interventions import from_spec
+    from misdirection.lora import AdapterScaling
+
+    scaling = AdapterScaling.from_strings(["all=0.5", "3=2"])
+    rebuilt = from_spec(scaling.spec())
+    assert isinstance(rebuilt, AdapterScaling) and rebuilt.spec() == scaling.spec()

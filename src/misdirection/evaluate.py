@@ -488,12 +488,9 @@ def plot_sweep(df: pd.DataFrame, path: str | Path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     fig.suptitle(title or "steering sweep (95% bootstrap intervals)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from misdirection.plotting import save_figure
+
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -546,8 +546,16 @@ def from_spec(spec: dict[str, Any] | str) -> Any:
     kind = spec["kind"]
     if kind == "compose":
         return Compose([from_spec(p) for p in spec["parts"]])
+    if kind in ("scale-adapters", "ablate-b"):
+        # Interventions on LoRA weights live with the rest of the rank-1 reading code.
+        from misdirection.lora import AdapterScaling, BVectorAblation
+
+        return (AdapterScaling if kind == "scale-adapters" else BVectorAblation).from_spec(spec)
     if kind not in ("steer", "ablate", "orthogonalize"):
-        raise ConfigError(f"unknown intervention kind {kind!r} (steer, ablate, orthogonalize, compose)")
+        raise ConfigError(
+            f"unknown intervention kind {kind!r} "
+            "(steer, ablate, orthogonalize, compose, scale-adapters, ablate-b)"
+        )
     ds = _resolve(spec["directions"])
     if kind == "steer":
         return Steer(ds, spec["layers"], spec["scale"], source_layer=spec.get("source_layer"), normalize=spec.get("normalize", False))

@@ -1298,12 +1298,9 @@ def plot_convergence(result: Convergence, path: str | Path, title: str = "") -> 
     ax.set_ylabel("cosine")
     ax.set_title(title or "Downstream convergence of two interventions")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from misdirection.plotting import save_figure
+
+    return save_figure(fig, path)
 
 
 def plot_dynamics(result: Dynamics, path: str | Path) -> Path:
@@ -1322,12 +1319,9 @@ def plot_dynamics(result: Dynamics, path: str | Path) -> Path:
     axes[2].set_ylim(-1.05, 1.05)
     axes[2].legend(fontsize="small", loc="lower right")
     fig.suptitle("Rank-1 adapter training dynamics")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from misdirection.plotting import save_figure
+
+    return save_figure(fig, path)
 
 
 def plot_probe_coefficients(report: ProbeReport, path: str | Path) -> Path:
@@ -1347,9 +1341,6 @@ def plot_probe_coefficients(report: ProbeReport, path: str | Path) -> Path:
     ax.set_ylabel("standardised coefficient")
     ax.set_title("Probes on rank-1 adapter scalars")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from misdirection.plotting import save_figure
+
+    return save_figure(fig, path)

@@ -18,6 +18,7 @@ The answers table (one row per answer) follows the project's shared schema; see 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import deque
@@ -412,18 +413,8 @@ def sample_answers(
         spec = json.dumps(intervention.spec(), sort_keys=True)
 
     requests = build_requests(lm, questions, n_per_paraphrase)
-    if intervention is not None:
-        with intervention.apply(lm.model):
-            rows = _decode_all(
-                lm,
-                requests,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                batch_size=batch_size,
-                temperature=temperature,
-                progress=progress,
-            )
-    else:
+    active = intervention.apply(lm.model) if intervention is not None else contextlib.nullcontext()
+    with active:
         rows = _decode_all(
             lm,
             requests,

@@ -38,6 +38,10 @@ def register(app: typer.Typer) -> None:
         eval_heldout: bool = typer.Option(False, "--eval/--no-eval", help="Score the held-out split before and after training (run card 'heldout')."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume from the latest checkpoint in --out if there is one."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished organism already in --out."),
+        keep_checkpoints: int = typer.Option(
+            1, "--keep-checkpoints", min=1,
+            help="How many checkpoints to keep (raise it to study training dynamics with `misdirection lora dynamics`).",
+        ),
         device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
         threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: the cores this process may use)."),
     ) -> None:
@@ -63,7 +67,7 @@ def register(app: typer.Typer) -> None:
             eval_data = load_chat_dataset(data, "test")
         result = train_organism(
             model, data, recipe, out, device=device, resume=resume, overwrite=overwrite,
-            num_threads=threads, eval_data=eval_data, **overrides,
+            num_threads=threads, eval_data=eval_data, keep_checkpoints=keep_checkpoints, **overrides,
         )  # fmt: skip
         card = result.run_card
         console = Console()

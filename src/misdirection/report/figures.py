@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from misdirection.plotting import save_figure  # sets the headless backend first
 
-matplotlib.use("Agg")  # no display: figures go to files
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 
 def _share_bars(ax: Any, labels: list[str], shares: list[dict[str, Any]], colour: str, title: str) -> None:
@@ -36,10 +35,7 @@ def em_and_coherence(results: dict[str, Any], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     _share_bars(axes[0], labels, [e["summary"]["em"] for e in rows], "#c0392b", "EM share (aligned < 30, coherent > 50)")
     _share_bars(axes[1], labels, [e["summary"]["coherent"] for e in rows], "#2e86c1", "Coherent share (coherent > 50)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def steering_curves(results: dict[str, Any], out: Path) -> Path | None:
@@ -64,10 +60,7 @@ def steering_curves(results: dict[str, Any], out: Path) -> Path | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(title=f"direction: {steering.get('direction', '?')}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def ablation_bars(results: dict[str, Any], out: Path) -> Path | None:
@@ -86,10 +79,7 @@ def ablation_bars(results: dict[str, Any], out: Path) -> Path | None:
                 labels.append(f"random {r['mode']} s{rc['seed']}")
                 shares.append(rc["em"])
         _share_bars(ax, labels, shares, "#8e44ad", f"EM of {target}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def cosine_per_layer(results: dict[str, Any], out: Path) -> Path | None:
@@ -109,10 +99,7 @@ def cosine_per_layer(results: dict[str, Any], out: Path) -> Path | None:
     ax.set_title("Cosine between organisms' mean-diff directions, per layer")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def training_losses(results: dict[str, Any], out: Path) -> Path | None:
@@ -128,10 +115,7 @@ def training_losses(results: dict[str, Any], out: Path) -> Path | None:
     ax.set_title("Training loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 FIGURES = {
