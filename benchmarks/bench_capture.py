@@ -205,7 +205,6 @@ def decode_steps(lm: object, sync: Callable[[], None], repeats: int) -> None:
     The minimum over many interleaved repeats estimates each step's cost without the neighbours'
     noise; a sampled token costs one such step, so the ratio is the sampling-throughput ratio.
     """
-    from transformers import DynamicCache
 
     from misdirection.directions import DirectionSet
     from misdirection.interventions import Ablate, Steer

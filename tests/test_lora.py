@@ -459,7 +459,6 @@ def test_cli_probe_cosine_dynamics(tmp_path):
     lm.model.get_base_model().save_pretrained(base_dir)
     lm.tokenizer.save_pretrained(base_dir)
     lm.model.save_pretrained(adapter_dir)
-    rng = np.random.default_rng(0)
     n = 40
     table = pd.DataFrame({
         "answer_id": [f"q{i % 4}/0/{i}" for i in range(n)],

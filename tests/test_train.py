@@ -21,7 +21,6 @@ from misdirection.train import (
     get_recipe,
     heldout_loglik,
     step_plan,
-    target_module_names,
     target_nll,
     train_organism,
 )
