@@ -341,7 +341,7 @@ def load_model(
     return LoadedModel(model=model, tokenizer=prepare_tokenizer(tokenizer), spec=spec, adapter_spec=adapter_spec)
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     return text.count("/") == 1 and not text.startswith((".", "/", "~"))
 
 
@@ -373,7 +373,7 @@ def attach_adapters(
     for p in paths:
         if (Path(p) / "adapter_config.json").is_file():
             continue
-        if Path(p).exists() or not _looks_like_hub_id(str(p)):
+        if Path(p).exists() or not looks_like_hub_id(str(p)):
             raise ModelNotFoundError(f"adapter folder {p} has no adapter_config.json (not a PEFT adapter)")
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
             raise ModelNotFoundError(

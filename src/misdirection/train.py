@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sys
@@ -39,6 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from misdirection.errors import ConfigError, DataError
+from misdirection.provenance import library_versions
 from misdirection.models import LoadedModel, ModelView, load_model, render_chat
 
 IGNORE_INDEX = -100
@@ -461,18 +461,6 @@ class _Interrupt(Exception):
     """Raised by a test hook to simulate a crash between steps."""
 
 
-def _library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("misdirection", "torch", "transformers", "peft", "tokenizers"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "unknown"
-    return out
-
-
 def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
@@ -787,7 +775,7 @@ def _train(
             # Flat copies for consumers that read one level (study pipeline, reports).
             "heldout_loglik_before": heldout_before,
             "heldout_loglik_after": heldout_after,
-            "versions": _library_versions(),
+            "versions": library_versions(),
             "command": " ".join(sys.argv) if sys.argv and "misdirection" in sys.argv[0] else "",
         }
     )

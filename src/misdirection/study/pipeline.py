@@ -28,10 +28,11 @@ from rich.console import Console
 
 from misdirection.errors import ConfigError, MisdirectionError
 from misdirection.metrics import Thresholds, summarize
-from misdirection.models import LoadedModel, adapter_attached, load_model
+from misdirection.models import LoadedModel, adapter_attached, load_model, looks_like_hub_id
 from misdirection.study.config import StudyConfig, validate_against_model
 from misdirection.study.effects import reduction
-from misdirection.study.store import RunStore, Stage, atomic_write_text, library_versions, stable_hash
+from misdirection.provenance import library_versions
+from misdirection.study.store import RunStore, Stage, atomic_write_text, stable_hash
 
 
 @dataclass
@@ -106,7 +107,7 @@ class StudyRunner:
                     load_chat_dataset(org.train.data, "train")
                     recipe = get_recipe(org.train.recipe, **org.train.overrides)
                     recipe.resolve_layers(self.base.view)
-                elif org.adapter and not Path(org.adapter).exists() and org.adapter.count("/") != 1:
+                elif org.adapter and not Path(org.adapter).exists() and not looks_like_hub_id(org.adapter):
                     raise ConfigError(f"adapter {org.adapter} is neither a folder nor a Hub id")
             except MisdirectionError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
@@ -152,7 +153,7 @@ class StudyRunner:
             self.adapter_keys[org.name] = stage.key
 
     def sample(self, condition: Condition) -> Stage:
-        from misdirection.sample import sample_answers
+        from misdirection.sample import sample_answers, write_answers
 
         sampling = self.config.sampling
         questions = self._questions()
@@ -180,9 +181,7 @@ class StudyRunner:
                 df = sample_answers(lm, group, n, sampling.max_new_tokens, self.config.seed,
                                     batch_size=sampling.batch_size, temperature=sampling.temperature,
                                     intervention=condition.intervention, progress=False)
-                tmp = path.with_name(f".{path.name}.tmp")
-                df.to_parquet(tmp, index=False)
-                tmp.replace(path)
+                write_answers(df, str(path))  # atomic: a killed run never leaves half a chunk
         table = pd.concat([pd.read_parquet(chunks / f"{i:04d}.parquet") for i in range(len(groups))],
                           ignore_index=True)
         table.to_parquet(stage.dir / "answers.parquet", index=False)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 
 #: Bump when a stage's output format changes, so old caches are not reused.
 CACHE_VERSION = 1
@@ -37,19 +37,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose behaviour shapes the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("misdirection", "torch", "transformers", "peft", "numpy", "scikit-learn", "pandas"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 @dataclass(frozen=True)
