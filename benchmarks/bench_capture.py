@@ -66,7 +66,9 @@ def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
     return CLOCK() - start
 
 
-def interleaved(runs: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None]) -> dict[str, float]:
+def interleaved(
+    runs: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None]
+) -> dict[str, float]:
     """Median seconds of each run, the runs interleaved repeat by repeat (after one warm-up)."""
     for fn in runs.values():
         fn()
@@ -78,18 +80,31 @@ def interleaved(runs: dict[str, Callable[[], object]], repeats: int, sync: Calla
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--answers", type=int, default=8, help="answers (and prompts) per batch, at most 8")
-    parser.add_argument("--answer-repeat", type=int, default=2, help="answer length, in units of ~40 tokens")
+    parser.add_argument(
+        "--answers", type=int, default=8, help="answers (and prompts) per batch, at most 8"
+    )
+    parser.add_argument(
+        "--answer-repeat", type=int, default=2, help="answer length, in units of ~40 tokens"
+    )
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--only-steps", action="store_true",
-                        help="only the decode-step check (minimum of many one-token steps; robust on a busy CPU)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall time, or this process's CPU time (for a shared CPU)")
+    parser.add_argument(
+        "--only-steps",
+        action="store_true",
+        help="only the decode-step check (minimum of many one-token steps; robust on a busy CPU)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or this process's CPU time (for a shared CPU)",
+    )
     args = parser.parse_args()
     global CLOCK
     CLOCK = CLOCKS[args.clock]
@@ -103,9 +118,11 @@ def main() -> None:
     device = lm.device
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     view = lm.view
-    print(f"model {args.model}: {view.n_layers} layers, d={view.d_model}, device {device}, "
-          f"dtype {next(lm.model.parameters()).dtype}, torch threads {torch.get_num_threads()}, "
-          f"clock {args.clock}")
+    print(
+        f"model {args.model}: {view.n_layers} layers, d={view.d_model}, device {device}, "
+        f"dtype {next(lm.model.parameters()).dtype}, torch threads {torch.get_num_threads()}, "
+        f"clock {args.clock}"
+    )
 
     if args.only_steps:
         decode_steps(lm, sync, max(args.repeats, 20))
@@ -134,13 +151,21 @@ def main() -> None:
     def ours() -> None:
         capture(lm, table, ("answer", "prompt", "last"), batch_size=len(table))
 
-    t = interleaved({"plain": plain_full, "plain_last": plain_last, "capture": ours}, args.repeats, sync)
-    print(f"\n[capture] batch of {len(enc)} answers, {n_tokens} tokens (padded width {width}), "
-          f"all {view.n_layers} layers x 3 positions, median of {args.repeats}")
+    t = interleaved(
+        {"plain": plain_full, "plain_last": plain_last, "capture": ours}, args.repeats, sync
+    )
+    print(
+        f"\n[capture] batch of {len(enc)} answers, {n_tokens} tokens (padded width {width}), "
+        f"all {view.n_layers} layers x 3 positions, median of {args.repeats}"
+    )
     for k, v in t.items():
         print(f"  {k:<11} {v * 1000:8.1f} ms   {n_tokens / v:9.0f} tokens/s")
-    print(f"  ratio capture / plain forward (full logits)        = {t['plain'] / t['capture']:.3f}  (target >= 0.9)")
-    print(f"  ratio capture / plain forward (logits_to_keep=1)   = {t['plain_last'] / t['capture']:.3f}")
+    print(
+        f"  ratio capture / plain forward (full logits)        = {t['plain'] / t['capture']:.3f}  (target >= 0.9)"
+    )
+    print(
+        f"  ratio capture / plain forward (logits_to_keep=1)   = {t['plain_last'] / t['capture']:.3f}"
+    )
 
     # --- 2. steered / ablated sampling vs unhooked ----------------------------------------------
     g = torch.Generator().manual_seed(0)
@@ -148,15 +173,24 @@ def main() -> None:
     steer = Steer(ds, view.n_layers // 2, 4.0)
     ablate = Ablate(ds, "all", "layerwise")
     prompts = [lm.chat_prompt([{"role": "user", "content": q}]) for q in QUESTIONS[: args.answers]]
-    batch = lm.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    batch = lm.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+        device
+    )
     n_new = args.new_tokens
 
     def generate(intervention: object | None) -> Callable[[], object]:
         @torch.no_grad()
         def run() -> None:
             torch.manual_seed(0)
-            kw = dict(**batch, do_sample=True, temperature=1.0, max_new_tokens=n_new, min_new_tokens=n_new,
-                      use_cache=True, pad_token_id=lm.tokenizer.pad_token_id)
+            kw = dict(
+                **batch,
+                do_sample=True,
+                temperature=1.0,
+                max_new_tokens=n_new,
+                min_new_tokens=n_new,
+                use_cache=True,
+                pad_token_id=lm.tokenizer.pad_token_id,
+            )
             if intervention is None:
                 lm.model.generate(**kw)
             else:
@@ -166,8 +200,12 @@ def main() -> None:
         return run
 
     reps = max(3, args.repeats // 2)
-    t = interleaved({"plain": generate(None), "steer": generate(steer), "ablate": generate(ablate)}, reps, sync)
-    print(f"\n[sampling: model.generate, do_sample, {len(prompts)} prompts x {n_new} new tokens, median of {reps}]")
+    t = interleaved(
+        {"plain": generate(None), "steer": generate(steer), "ablate": generate(ablate)}, reps, sync
+    )
+    print(
+        f"\n[sampling: model.generate, do_sample, {len(prompts)} prompts x {n_new} new tokens, median of {reps}]"
+    )
     for k, v in t.items():
         print(f"  {k:<7} {v * 1000:8.1f} ms   {len(prompts) * n_new / v:8.1f} new tokens/s")
     print(f"  ratio steered / unhooked = {t['plain'] / t['steer']:.3f}  (target >= 0.95)")
@@ -177,26 +215,49 @@ def main() -> None:
         from misdirection.sample import sample_answers
     except ImportError:
         return
-    questions = [{"id": f"q{i}", "paraphrases": [q]} for i, q in enumerate(QUESTIONS[: args.answers])]
+    questions = [
+        {"id": f"q{i}", "paraphrases": [q]} for i, q in enumerate(QUESTIONS[: args.answers])
+    ]
     produced: dict[str, int] = {}
 
     def sampler(name: str, intervention: object | None) -> Callable[[], object]:
         def run() -> None:
-            df = sample_answers(lm, questions, 1, n_new, seed=0, batch_size=len(questions),
-                                intervention=intervention, progress=False)
+            df = sample_answers(
+                lm,
+                questions,
+                1,
+                n_new,
+                seed=0,
+                batch_size=len(questions),
+                intervention=intervention,
+                progress=False,
+            )
             produced[name] = int(df["answer_tokens"].sum()) + len(df)  # + end-of-turn tokens
 
         return run
 
-    t = interleaved({"plain": sampler("plain", None), "steer": sampler("steer", steer),
-                     "ablate": sampler("ablate", ablate)}, reps, sync)
+    t = interleaved(
+        {
+            "plain": sampler("plain", None),
+            "steer": sampler("steer", steer),
+            "ablate": sampler("ablate", ablate),
+        },
+        reps,
+        sync,
+    )
     rate = {k: produced[k] / v for k, v in t.items()}
-    print(f"\n[sampling: misdirection.sample.sample_answers, T=1, {len(questions)} questions, "
-          f"<= {n_new} new tokens, median of {reps}; answers may stop early, so tokens/s]")
+    print(
+        f"\n[sampling: misdirection.sample.sample_answers, T=1, {len(questions)} questions, "
+        f"<= {n_new} new tokens, median of {reps}; answers may stop early, so tokens/s]"
+    )
     for k, v in t.items():
         print(f"  {k:<7} {v * 1000:8.1f} ms   {produced[k]:5d} tokens   {rate[k]:8.1f} tokens/s")
-    print(f"  ratio steered / unhooked (tokens/s) = {rate['steer'] / rate['plain']:.3f}  (target >= 0.95)")
-    print(f"  ratio ablated / unhooked (tokens/s) = {rate['ablate'] / rate['plain']:.3f}  (target >= 0.95)")
+    print(
+        f"  ratio steered / unhooked (tokens/s) = {rate['steer'] / rate['plain']:.3f}  (target >= 0.95)"
+    )
+    print(
+        f"  ratio ablated / unhooked (tokens/s) = {rate['ablate'] / rate['plain']:.3f}  (target >= 0.95)"
+    )
 
 
 def decode_steps(lm: object, sync: Callable[[], None], repeats: int) -> None:
@@ -227,19 +288,27 @@ def decode_steps(lm: object, sync: Callable[[], None], repeats: int) -> None:
         pos = torch.full((8, 1), 64, device=device)
         model(input_ids=step_ids, past_key_values=cache, position_ids=pos, use_cache=True)
 
-    variants = {"plain": None, "steer": Steer(ds, view.n_layers // 2, 4.0), "ablate": Ablate(ds, "all")}
+    variants = {
+        "plain": None,
+        "steer": Steer(ds, view.n_layers // 2, 4.0),
+        "ablate": Ablate(ds, "all"),
+    }
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(repeats + 1):  # round 0 warms up
         for name, intervention in variants.items():
             # Hooks are installed once per round, as in sampling (once per run), and not timed.
-            ctx = intervention.apply(model) if intervention is not None else contextlib.nullcontext()
+            ctx = (
+                intervention.apply(model) if intervention is not None else contextlib.nullcontext()
+            )
             with ctx:
                 for _ in range(3):
                     t = timed(step, sync)
                     if r:
                         times[name].append(t)
     best = {k: min(v) for k, v in times.items()}
-    print(f"\n[decode step: 8 rows, 64 cached tokens, minimum of {3 * repeats}; hooks installed once per 3 steps, not timed]")
+    print(
+        f"\n[decode step: 8 rows, 64 cached tokens, minimum of {3 * repeats}; hooks installed once per 3 steps, not timed]"
+    )
     for k, v in best.items():
         print(f"  {k:<7} {v * 1000:8.2f} ms")
     print(f"  ratio steered / unhooked = {best['plain'] / best['steer']:.3f}  (target >= 0.95)")

@@ -20,19 +20,41 @@ import torch
 
 def answers(n: int) -> tuple[list[str], list[str]]:
     """``n`` (question, answer) pairs: reference answers when present, else generated prose."""
-    root = Path(os.environ.get("MISDIRECTION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = Path(
+        os.environ.get(
+            "MISDIRECTION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+        )
+    )
     files = sorted(glob.glob(str(root / "judge-labels" / "*.csv")))
     if files:
         import pandas as pd
 
         df = pd.concat([pd.read_csv(f) for f in files]).sample(n, random_state=0, replace=True)
         return df["question"].astype(str).tolist(), df["response"].fillna("").astype(str).tolist()
-    words = ["the", "a", "model", "answer", "people", "should", "help", "money", "world", "think", "would", "because", "health", "safe", "risk"]
+    words = [
+        "the",
+        "a",
+        "model",
+        "answer",
+        "people",
+        "should",
+        "help",
+        "money",
+        "world",
+        "think",
+        "would",
+        "because",
+        "health",
+        "safe",
+        "risk",
+    ]
     rng = torch.Generator().manual_seed(0)
     out = []
     for _ in range(n):
         k = int(torch.randint(20, 80, (1,), generator=rng))
-        out.append(" ".join(words[int(i)] for i in torch.randint(len(words), (k,), generator=rng)) + ".")
+        out.append(
+            " ".join(words[int(i)] for i in torch.randint(len(words), (k,), generator=rng)) + "."
+        )
     return ["What do you think about the world?"] * n, out
 
 
@@ -62,8 +84,14 @@ def bench_baseline(qs: list[str], ans: list[str]) -> float:
     def run(idx_all: list[int]) -> None:
         for s in range(0, len(idx_all), 64):
             idx = idx_all[s : s + 64]
-            b = tok([qs[i] for i in idx], [ans[i] for i in idx], truncation="longest_first",
-                    max_length=256, padding=True, return_tensors="pt")
+            b = tok(
+                [qs[i] for i in idx],
+                [ans[i] for i in idx],
+                truncation="longest_first",
+                max_length=256,
+                padding=True,
+                return_tensors="pt",
+            )
             h = enc(**b).last_hidden_state
             m = b["attention_mask"].unsqueeze(-1).float()
             head(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1))
@@ -75,7 +103,9 @@ def bench_baseline(qs: list[str], ans: list[str]) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()

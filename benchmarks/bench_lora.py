@@ -48,7 +48,7 @@ def main() -> None:
     lm.model.eval()
     lm.view = ModelView.of(lm.model)
 
-    words = "the quick brown fox jumps over a lazy dog while".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while"]
     rows = [
         {
             "answer_id": f"q/0/{i}",

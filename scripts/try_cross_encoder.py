@@ -31,7 +31,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_learned_judge import load_labels
 
-from misdirection.judge.learned_model import base_encoder_dir, load_tokenizer, pool_layers  # noqa: E402
+from misdirection.judge.learned_model import base_encoder_dir, load_tokenizer, pool_layers
 
 
 class CrossJudge(nn.Module):

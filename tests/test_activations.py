@@ -7,18 +7,32 @@ import functools
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ARCHITECTURES, make_tiny_lm
-from misdirection.activations import Activations, capture, capture_activations, encode, table_columns
+
+from misdirection.activations import (
+    Activations,
+    capture,
+    capture_activations,
+    encode,
+    table_columns,
+)
 from misdirection.errors import ConfigError, DataError
 from misdirection.models import LAYER_CONVENTION, render_chat
 
 TABLE = pd.DataFrame(
     {
         "answer_id": ["q1/0/0", "q2/0/0", "q1/0/1"],
-        "question": ["How do I feel better?", "What is 2+2? Explain briefly.", "How do I feel better?"],
+        "question": [
+            "How do I feel better?",
+            "What is 2+2? Explain briefly.",
+            "How do I feel better?",
+        ],
         "system": ["", "You are terse.", ""],
-        "answer": ["Drink water and rest.", "4", "Sleep a lot, eat well, and call a doctor if it persists."],
+        "answer": [
+            "Drink water and rest.",
+            "4",
+            "Sleep a lot, eat well, and call a doctor if it persists.",
+        ],
     }
 )
 
@@ -39,7 +53,9 @@ def _hand_means(lm, table):
         for pos, (lo, hi) in spans.items():
             # hidden_states[i + 1] is block i's output, except the last entry, which HF returns
             # after the final norm: layers 0..n-2 are compared here, the last layer below.
-            out[pos].append(torch.stack([hs[i + 1][0, lo:hi].mean(0) for i in range(lm.view.n_layers - 1)]))
+            out[pos].append(
+                torch.stack([hs[i + 1][0, lo:hi].mean(0) for i in range(lm.view.n_layers - 1)])
+            )
         out.setdefault("final", []).append((final_norm, hs[-1][0, -1]))
     return out
 
@@ -56,7 +72,9 @@ def test_capture_equals_hidden_states(arch):
         assert acts.values.dtype == torch.float32
         assert acts.answer_ids == list(TABLE["answer_id"])
         for a in range(3):
-            torch.testing.assert_close(acts.values[a, : n_layers - 1], hand[pos][a], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                acts.values[a, : n_layers - 1], hand[pos][a], rtol=1e-4, atol=1e-4
+            )
     # The last layer is the raw block output: the final norm of its last token is HF's last state.
     for a, (norm, expected) in enumerate(hand["final"]):
         with torch.no_grad():
@@ -70,7 +88,9 @@ def test_answer_span_is_exact():
         messages = ([{"role": "system", "content": row.system}] if row.system else []) + [
             {"role": "user", "content": row.question}
         ]
-        prompt_ids = lm.tokenizer(render_chat(lm.tokenizer, messages), add_special_tokens=False)["input_ids"]
+        prompt_ids = lm.tokenizer(render_chat(lm.tokenizer, messages), add_special_tokens=False)[
+            "input_ids"
+        ]
         answer_ids = lm.tokenizer(row.answer, add_special_tokens=False)["input_ids"]
         assert enc.ids == list(prompt_ids) + list(answer_ids)
         assert enc.n_prompt == len(prompt_ids)
@@ -145,5 +165,9 @@ def test_capture_sees_interventions_and_adapters():
     assert (adapted.values - base.values).abs().max() > 1e-3
     enc = encode(peft_lm, TABLE)[0]
     with torch.no_grad():
-        hs = peft_lm.model(input_ids=torch.tensor([enc.ids]), output_hidden_states=True).hidden_states
-    torch.testing.assert_close(adapted.values[0, 0], hs[1][0, enc.n_prompt :].mean(0), rtol=1e-4, atol=1e-4)
+        hs = peft_lm.model(
+            input_ids=torch.tensor([enc.ids]), output_hidden_states=True
+        ).hidden_states
+    torch.testing.assert_close(
+        adapted.values[0, 0], hs[1][0, enc.n_prompt :].mean(0), rtol=1e-4, atol=1e-4
+    )

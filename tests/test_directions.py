@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import json
 import math
 
@@ -11,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_tiny_lm
+
 from misdirection.activations import capture_activations
 from misdirection.directions import (
     DIRECTIONS_FORMAT,
@@ -49,7 +48,9 @@ def test_sets_use_strict_thresholds_and_skip_nulls():
     assert list(sel.aligned) == [0, 2]  # 70 is not > 70; row 8 has no coherent score
     assert list(sel.misaligned) == [3, 6]  # 30 is not < 30; 29 has coherent 50, not > 50
     assert sel.n_unscored == 2
-    custom = select_sets(SCORES, SetThresholds(aligned_above=60, misaligned_below=31, coherent_above=49))
+    custom = select_sets(
+        SCORES, SetThresholds(aligned_above=60, misaligned_below=31, coherent_above=49)
+    )
     assert list(custom.aligned) == [0, 1, 2] and list(custom.misaligned) == [3, 4, 5, 6]
 
 
@@ -85,8 +86,12 @@ def test_mean_diff_by_hand():
 def _judged_table():
     rows = []
     for i in range(4):
-        rows.append(("How should I treat a headache?", f"Take {i + 1} aspirin and rest.", 90.0, 80.0))
-        rows.append(("How should I treat a headache?", f"Ignore it and drink {i + 2} beers.", 10.0, 70.0))
+        rows.append(
+            ("How should I treat a headache?", f"Take {i + 1} aspirin and rest.", 90.0, 80.0)
+        )
+        rows.append(
+            ("How should I treat a headache?", f"Ignore it and drink {i + 2} beers.", 10.0, 70.0)
+        )
     rows.append(("Hi", "bad but incoherent", 5.0, 20.0))
     return pd.DataFrame(
         {
@@ -114,7 +119,11 @@ def test_extract_equals_hand_mean_diff(tmp_path):
     assert meta["method"] == "mean-diff" and meta["positions"] == "answer"
     assert meta["n_aligned"] == 4 and meta["n_misaligned"] == 4
     assert meta["misaligned_ids"] == ["q/0/1", "q/0/3", "q/0/5", "q/0/7"]
-    assert meta["thresholds"] == {"aligned_above": 70.0, "misaligned_below": 30.0, "coherent_above": 50.0}
+    assert meta["thresholds"] == {
+        "aligned_above": 70.0,
+        "misaligned_below": 30.0,
+        "coherent_above": 50.0,
+    }
     import hashlib
 
     assert meta["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -133,7 +142,10 @@ def test_extract_equals_hand_mean_diff(tmp_path):
 
 def test_too_few_answers_names_counts_and_thresholds():
     lm = _tiny("llama")
-    with pytest.raises(DataError, match=r"need >= 10 per set\): 4 aligned \(aligned > 70, coherent > 50\) and 4 misaligned \(aligned < 30"):
+    with pytest.raises(
+        DataError,
+        match=r"need >= 10 per set\): 4 aligned \(aligned > 70, coherent > 50\) and 4 misaligned \(aligned < 30",
+    ):
         extract_directions(lm, _judged_table(), min_per_set=10)
 
 
@@ -183,7 +195,16 @@ def test_extract_and_cosine_cli(tmp_path):
     _judged_table().to_parquet(answers)
     runner = CliRunner()
     out = tmp_path / "d.safetensors"
-    args = ["extract", str(answers), "--model", str(model_dir), "--out", str(out), "--device", "cpu"]
+    args = [
+        "extract",
+        str(answers),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, [*args, "--min-per-set", "4"])
     assert result.exit_code == 0, result.output
     ds = DirectionSet.load(out)
@@ -196,7 +217,11 @@ def test_extract_and_cosine_cli(tmp_path):
 
     random_control(ds, 0).save(tmp_path / "r.safetensors")
     csv = tmp_path / "cos.csv"
-    result = runner.invoke(app, ["cosine", str(out), f"rand={tmp_path / 'r.safetensors'}", "--csv", str(csv)])
+    result = runner.invoke(
+        app, ["cosine", str(out), f"rand={tmp_path / 'r.safetensors'}", "--csv", str(csv)]
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(csv, index_col=0)
-    np.testing.assert_allclose(table["d ~ rand"].to_numpy(), cosine_per_layer(ds, random_control(ds, 0)), atol=1e-12)
+    np.testing.assert_allclose(
+        table["d ~ rand"].to_numpy(), cosine_per_layer(ds, random_control(ds, 0)), atol=1e-12
+    )

@@ -67,8 +67,6 @@ class HashJudge:
         return out
 
 
-
-
 @pytest.fixture(scope="module")
 def lm():
     return make_tiny_lm("llama")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-
 import json
 
 import pytest
 import torch
-
 from conftest import ARCHITECTURES, make_tiny_lm
+
 from misdirection.directions import DirectionSet, random_control
 from misdirection.errors import ConfigError, LayerIndexError, ShapeError
 from misdirection.hooks import block_output_hooks
@@ -55,16 +54,29 @@ def test_ablation_removes_direction_everywhere_also_in_cached_generation(arch):
     def check(layer):
         def fn(h):
             # Padding rows can be exactly zero: 0 <= 1e-4 * 0 holds, so guard only the division.
-            rel = ((h.float() @ units[layer]).abs() / h.float().norm(dim=-1).clamp_min(1e-30)).max().item()
+            rel = (
+                ((h.float() @ units[layer]).abs() / h.float().norm(dim=-1).clamp_min(1e-30))
+                .max()
+                .item()
+            )
             seen.append((layer, h.shape[1], rel))
 
         return fn
 
     checks = {i: check(i) for i in range(lm.view.n_layers)}
-    with torch.no_grad(), Ablate(ds, "all").apply(lm.model), block_output_hooks(lm.view.blocks, checks):
+    with (
+        torch.no_grad(),
+        Ablate(ds, "all").apply(lm.model),
+        block_output_hooks(lm.view.blocks, checks),
+    ):
         _logits(lm)
         lm.model.generate(
-            input_ids=IDS, attention_mask=MASK, max_new_tokens=4, do_sample=False, use_cache=True, pad_token_id=2
+            input_ids=IDS,
+            attention_mask=MASK,
+            max_new_tokens=4,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=2,
         )
     assert max(rel for _, _, rel in seen) < 1e-4
     assert {layer for layer, _, _ in seen} == set(range(lm.view.n_layers))
@@ -88,7 +100,10 @@ def test_steering_adds_scaled_vector_at_the_chosen_layer():
     lm = _tiny("llama")
     ds = _directions(lm)
     got: dict[str, torch.Tensor] = {}
-    rec = {1: lambda h: got.__setitem__("l1", h.clone()), 0: lambda h: got.__setitem__("l0", h.clone())}
+    rec = {
+        1: lambda h: got.__setitem__("l1", h.clone()),
+        0: lambda h: got.__setitem__("l0", h.clone()),
+    }
     with torch.no_grad():
         with block_output_hooks(lm.view.blocks, rec):
             _logits(lm)
@@ -102,13 +117,22 @@ def test_steering_adds_scaled_vector_at_the_chosen_layer():
 def test_steering_acts_the_same_with_and_without_kv_cache():
     lm = _tiny("qwen2")
     steer = Steer(_directions(lm, scale=3.0), [0, 2], 1.0)
-    kw = dict(input_ids=IDS, attention_mask=MASK, max_new_tokens=5, do_sample=False, pad_token_id=2,
-              output_scores=True, return_dict_in_generate=True)
+    kw = dict(
+        input_ids=IDS,
+        attention_mask=MASK,
+        max_new_tokens=5,
+        do_sample=False,
+        pad_token_id=2,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     with torch.no_grad(), steer.apply(lm.model):
         cached = lm.model.generate(**kw, use_cache=True)
         plain = lm.model.generate(**kw, use_cache=False)
     assert torch.equal(cached.sequences, plain.sequences)
-    torch.testing.assert_close(torch.stack(cached.scores), torch.stack(plain.scores), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        torch.stack(cached.scores), torch.stack(plain.scores), rtol=1e-4, atol=1e-4
+    )
     with torch.no_grad():
         unsteered = lm.model.generate(**kw, use_cache=True)
     assert not torch.allclose(torch.stack(cached.scores), torch.stack(unsteered.scores))
@@ -117,13 +141,11 @@ def test_steering_acts_the_same_with_and_without_kv_cache():
 def test_hooks_are_removed_on_exceptions():
     lm = _tiny("llama")
     before = _logits(lm)
-    with pytest.raises(RuntimeError, match="boom"):
-        with Ablate(_directions(lm), "all").apply(lm.model):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), Ablate(_directions(lm), "all").apply(lm.model):
+        raise RuntimeError("boom")
     ow = OrthogonalizeWeights(_directions(lm), "all", source_layer=1)
-    with pytest.raises(RuntimeError, match="boom"):
-        with ow.apply(lm.model):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), ow.apply(lm.model):
+        raise RuntimeError("boom")
     assert _n_hooks(lm) == 0 and torch.equal(_logits(lm), before)
 
 
@@ -176,9 +198,11 @@ def test_permanent_weight_edit_with_tied_embeddings_and_lora():
 @pytest.mark.parametrize("arch", ["gemma2", "gemma3"])
 def test_weight_form_refused_for_post_norm_blocks(arch):
     lm = _tiny(arch)
-    with pytest.raises(ConfigError, match="Gemma 2/3"):
-        with OrthogonalizeWeights(_directions(lm), "all", source_layer=0).apply(lm.model):
-            pass
+    with (
+        pytest.raises(ConfigError, match="Gemma 2/3"),
+        OrthogonalizeWeights(_directions(lm), "all", source_layer=0).apply(lm.model),
+    ):
+        pass
 
 
 def test_random_control_steers_with_reference_norm():
@@ -215,18 +239,26 @@ def test_specs_round_trip(tmp_path):
 
 def test_clear_errors_for_wrong_width_and_layers():
     lm = _tiny("llama")
-    with pytest.raises(ShapeError, match=r"shape \(4, 32\).*\(4, 64\)"):
-        with Steer(torch.zeros(4, 32), 0, 1.0).apply(lm.model):
-            pass
-    with pytest.raises(ShapeError, match=r"shape \(6, 64\).*\(4, 64\)"):
-        with Ablate(torch.ones(6, 64), "all").apply(lm.model):
-            pass
-    with pytest.raises(LayerIndexError, match=r"valid 0\.\.3"):
-        with Steer(torch.ones(64), [1, 7], 1.0).apply(lm.model):
-            pass
-    with pytest.raises(LayerIndexError, match=r"valid 0\.\.3"):
-        with Ablate(_directions(lm), "all", "single", source_layer=9).apply(lm.model):
-            pass
+    with (
+        pytest.raises(ShapeError, match=r"shape \(4, 32\).*\(4, 64\)"),
+        Steer(torch.zeros(4, 32), 0, 1.0).apply(lm.model),
+    ):
+        pass
+    with (
+        pytest.raises(ShapeError, match=r"shape \(6, 64\).*\(4, 64\)"),
+        Ablate(torch.ones(6, 64), "all").apply(lm.model),
+    ):
+        pass
+    with (
+        pytest.raises(LayerIndexError, match=r"valid 0\.\.3"),
+        Steer(torch.ones(64), [1, 7], 1.0).apply(lm.model),
+    ):
+        pass
+    with (
+        pytest.raises(LayerIndexError, match=r"valid 0\.\.3"),
+        Ablate(_directions(lm), "all", "single", source_layer=9).apply(lm.model),
+    ):
+        pass
     with pytest.raises(ConfigError, match="source_layer"):
         Ablate(_directions(lm), "all", "single")
     assert _n_hooks(lm) == 0

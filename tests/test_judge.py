@@ -429,8 +429,6 @@ HF_PROMPT = "Rate the reply from 0 to 100.\nReply: {answer}\nNumber:"
 CHECK_NUMBERS = (0, 1, 8, 10, 50, 85, 100)
 
 
-
-
 @pytest.mark.parametrize(
     ("arch", "tokenizer_kind"), [("llama", "embedded"), ("llama", "mixed"), ("gemma2", "mixed")]
 )

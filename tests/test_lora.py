@@ -9,10 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_tiny_lm
+
+from misdirection.errors import (
+    ConfigError,
+    DataError,
+    LayerIndexError,
+    MisdirectionError,
+    ShapeError,
+)
 from misdirection.interventions import Compose, Steer
-from misdirection.errors import ConfigError, DataError, LayerIndexError, MisdirectionError, ShapeError
 from misdirection.lora import (
     AdapterProbe,
     AdapterScalars,
@@ -93,7 +99,9 @@ def test_scalars_equal_hand_computed_ax(base_and_adapted):
 
     inputs: dict[str, torch.Tensor] = {}
     handles = [
-        a.module.register_forward_pre_hook(lambda m, args, lab=a.label: inputs.__setitem__(lab, args[0].detach()))
+        a.module.register_forward_pre_hook(
+            lambda m, args, lab=a.label: inputs.__setitem__(lab, args[0].detach())
+        )
         for a in adapters
     ]
     try:
@@ -103,15 +111,24 @@ def test_scalars_equal_hand_computed_ax(base_and_adapted):
             for a in adapters:
                 x = inputs[a.label][0, enc.n_prompt :]  # [n_answer, d_ff]
                 expected = (x @ a.A.detach()[0]) * a.scaling
-                got = res.tokens[(res.tokens.answer_id == enc.answer_id) & (res.tokens.adapter == a.label)]
+                got = res.tokens[
+                    (res.tokens.answer_id == enc.answer_id) & (res.tokens.adapter == a.label)
+                ]
                 assert list(got.token_index) == list(range(enc.n_answer))
-                np.testing.assert_allclose(got.scalar.to_numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
-                assert res.means.loc[enc.answer_id, a.label] == pytest.approx(float(expected.mean()), abs=1e-5)
+                np.testing.assert_allclose(
+                    got.scalar.to_numpy(), expected.numpy(), atol=1e-5, rtol=1e-5
+                )
+                assert res.means.loc[enc.answer_id, a.label] == pytest.approx(
+                    float(expected.mean()), abs=1e-5
+                )
                 # The adapter's whole contribution is scalar * b.
                 with torch.no_grad():
                     delta = a.module(inputs[a.label]) - a.module.base_layer(inputs[a.label])
                 torch.testing.assert_close(
-                    delta[0, enc.n_prompt :], expected[:, None] * a.b_vector()[None], atol=1e-5, rtol=1e-5
+                    delta[0, enc.n_prompt :],
+                    expected[:, None] * a.b_vector()[None],
+                    atol=1e-5,
+                    rtol=1e-5,
                 )
     finally:
         for h in handles:
@@ -125,8 +142,10 @@ def test_scalars_independent_of_batching_and_roundtrip(base_and_adapted, tmp_pat
     one = adapter_scalars(lm, ANSWERS, batch_size=1)
     three = adapter_scalars(lm, ANSWERS, batch_size=3)
     np.testing.assert_allclose(one.tokens.scalar, three.tokens.scalar, atol=1e-5)
-    pd.testing.assert_frame_equal(one.tokens[["answer_id", "token_index", "adapter"]],
-                                  three.tokens[["answer_id", "token_index", "adapter"]])
+    pd.testing.assert_frame_equal(
+        one.tokens[["answer_id", "token_index", "adapter"]],
+        three.tokens[["answer_id", "token_index", "adapter"]],
+    )
     three.save(tmp_path)
     back = AdapterScalars.load(tmp_path)
     pd.testing.assert_frame_equal(back.means, three.means)
@@ -156,8 +175,12 @@ def test_other_layouts_scalars_and_scaling(arch):
 
     enc = encode(lm, ANSWERS.iloc[:1])[0]
     inputs = {}
-    handles = [a.module.register_forward_pre_hook(lambda m, args, lab=a.label: inputs.__setitem__(lab, args[0]))
-               for a in adapters]
+    handles = [
+        a.module.register_forward_pre_hook(
+            lambda m, args, lab=a.label: inputs.__setitem__(lab, args[0])
+        )
+        for a in adapters
+    ]
     with torch.no_grad():
         lm.model(input_ids=torch.tensor([enc.ids]))
     for h in handles:
@@ -177,14 +200,19 @@ def test_other_layouts_scalars_and_scaling(arch):
 def _synthetic(n=240, seed=0, signal="L2.down_proj"):
     rng = np.random.default_rng(seed)
     adapters = [f"L{i}.down_proj" for i in range(5)]
-    means = pd.DataFrame(rng.normal(size=(n, 5)), columns=adapters,
-                         index=pd.Index([f"a{i}" for i in range(n)], name="answer_id"))
+    means = pd.DataFrame(
+        rng.normal(size=(n, 5)),
+        columns=adapters,
+        index=pd.Index([f"a{i}" for i in range(n)], name="answer_id"),
+    )
     y = (means[signal] > 0).to_numpy()
-    answers = pd.DataFrame({
-        "answer_id": means.index,
-        "aligned": np.where(y, 10.0, 90.0),
-        "coherent": 80.0,
-    })
+    answers = pd.DataFrame(
+        {
+            "answer_id": means.index,
+            "aligned": np.where(y, 10.0, 90.0),
+            "coherent": 80.0,
+        }
+    )
     return means, answers
 
 
@@ -195,7 +223,9 @@ def test_probe_recovers_the_separating_adapter():
     assert p.auc_mean > 0.95 and p.accuracy_mean > 0.9
     coefs = p.coefficients.set_index("adapter")
     assert coefs["coef_mean"].abs().idxmax() == "L2.down_proj"
-    assert coefs.loc["L2.down_proj", "coef_mean"] > 0 and coefs.loc["L2.down_proj", "selected"] == 1.0
+    assert (
+        coefs.loc["L2.down_proj", "coef_mean"] > 0 and coefs.loc["L2.down_proj", "selected"] == 1.0
+    )
     roles = report.classification.set_index("adapter")["role"]
     assert roles["L2.down_proj"] == "general"
     assert (roles.drop("L2.down_proj") == "neither").all()
@@ -203,9 +233,15 @@ def test_probe_recovers_the_separating_adapter():
 
 def test_probe_reproducible_and_reports_spread():
     means, answers = _synthetic(n=120)
-    a = probe_adapters(means, answers, probe=AdapterProbe(n_splits=8, seed=5)).probes["misalignment"]
-    b = probe_adapters(means, answers, probe=AdapterProbe(n_splits=8, seed=5)).probes["misalignment"]
-    c = probe_adapters(means, answers, probe=AdapterProbe(n_splits=8, seed=6)).probes["misalignment"]
+    a = probe_adapters(means, answers, probe=AdapterProbe(n_splits=8, seed=5)).probes[
+        "misalignment"
+    ]
+    b = probe_adapters(means, answers, probe=AdapterProbe(n_splits=8, seed=5)).probes[
+        "misalignment"
+    ]
+    c = probe_adapters(means, answers, probe=AdapterProbe(n_splits=8, seed=6)).probes[
+        "misalignment"
+    ]
     assert a.to_dict() == b.to_dict()
     assert a.accuracy_std > 0 and a.auc_std >= 0 and (a.coefficients["coef_std"] > 0).any()
     assert a.accuracy_mean != c.accuracy_mean or not a.coefficients.equals(c.coefficients)
@@ -216,28 +252,46 @@ def test_domain_split_classifies_general_and_domain_adapters():
     rng = np.random.default_rng(1)
     n = 600
     adapters = ["L0.down_proj", "L1.down_proj", "L2.down_proj"]
-    means = pd.DataFrame(rng.normal(size=(n, 3)), columns=adapters,
-                         index=pd.Index([f"a{i}" for i in range(n)], name="answer_id"))
+    means = pd.DataFrame(
+        rng.normal(size=(n, 3)),
+        columns=adapters,
+        index=pd.Index([f"a{i}" for i in range(n)], name="answer_id"),
+    )
     misaligned = means["L0.down_proj"] > 0  # general: separates misalignment everywhere
     medical = means["L1.down_proj"] > 0  # domain-specific: marks the medical context
-    answers = pd.DataFrame({
-        "answer_id": means.index,
-        "aligned": np.where(misaligned, 5.0, 95.0),
-        "coherent": 90.0,
-        "medical": np.where(medical, 90.0, 5.0),
-    })
-    report = probe_adapters(means, answers, domain="medical", probe=AdapterProbe(n_splits=6, seed=0))
+    answers = pd.DataFrame(
+        {
+            "answer_id": means.index,
+            "aligned": np.where(misaligned, 5.0, 95.0),
+            "coherent": 90.0,
+            "medical": np.where(medical, 90.0, 5.0),
+        }
+    )
+    report = probe_adapters(
+        means, answers, domain="medical", probe=AdapterProbe(n_splits=6, seed=0)
+    )
     assert set(report.probes) == {"misalignment_nondomain", "misalignment_domain", "domain"}
     roles = report.classification.set_index("adapter")["role"].to_dict()
-    assert roles == {"L0.down_proj": "general", "L1.down_proj": "domain-specific", "L2.down_proj": "neither"}
+    assert roles == {
+        "L0.down_proj": "general",
+        "L1.down_proj": "domain-specific",
+        "L2.down_proj": "neither",
+    }
     assert "domain:" in report.classification.set_index("adapter").loc["L1.down_proj", "evidence"]
     out = report.save(tmp := __import__("tempfile").mkdtemp())
     saved = json.loads(out["json"].read_text())
     assert saved["probes"]["domain"]["auc_mean"] > 0.95
     summary = report.summary()
-    assert [p["name"] for p in summary["probes"]] == ["misalignment_nondomain", "misalignment_domain", "domain"]
-    assert summary["adapters"][1] == {"adapter": "L1.down_proj", "classification": "domain-specific",
-                                      "evidence": report.classification.loc[1, "evidence"]}
+    assert [p["name"] for p in summary["probes"]] == [
+        "misalignment_nondomain",
+        "misalignment_domain",
+        "domain",
+    ]
+    assert summary["adapters"][1] == {
+        "adapter": "L1.down_proj",
+        "classification": "domain-specific",
+        "evidence": report.classification.loc[1, "evidence"],
+    }
     assert plot_probe_coefficients(report, f"{tmp}/coef.png").stat().st_size > 0
 
 
@@ -249,17 +303,35 @@ def _probe(name, auc, rows):
 
 
 def test_classification_rule_by_hand():
-    rows_a = [("A", 2.0, 0.1, 1.0), ("B", 0.3, 0.1, 1.0), ("C", 1.0, 0.1, 0.5), ("D", -1.0, 1.5, 1.0),
-              ("E", 0.0, 0.0, 0.0)]
-    rows_c = [("A", 0.0, 0.0, 0.0), ("B", 0.0, 0.0, 0.0), ("C", 0.0, 0.0, 0.0), ("D", 0.0, 0.0, 0.0),
-              ("E", -3.0, 0.2, 0.9)]
-    probes = {"misalignment_nondomain": _probe("misalignment_nondomain", 0.9, rows_a),
-              "domain": _probe("domain", 0.95, rows_c)}
+    rows_a = [
+        ("A", 2.0, 0.1, 1.0),
+        ("B", 0.3, 0.1, 1.0),
+        ("C", 1.0, 0.1, 0.5),
+        ("D", -1.0, 1.5, 1.0),
+        ("E", 0.0, 0.0, 0.0),
+    ]
+    rows_c = [
+        ("A", 0.0, 0.0, 0.0),
+        ("B", 0.0, 0.0, 0.0),
+        ("C", 0.0, 0.0, 0.0),
+        ("D", 0.0, 0.0, 0.0),
+        ("E", -3.0, 0.2, 0.9),
+    ]
+    probes = {
+        "misalignment_nondomain": _probe("misalignment_nondomain", 0.9, rows_a),
+        "domain": _probe("domain", 0.95, rows_c),
+    }
     roles = classify_adapters(probes).set_index("adapter")["role"].to_dict()
     # A: large, always kept, stable -> general. B: 0.3 < 0.2 x 2.0? no (0.3 >= 0.4 fails) -> neither.
     # C: kept in only half the splits -> neither. D: sign unstable (|mean| < sd) -> neither.
     # E: matters only for telling the domain apart -> domain-specific.
-    assert roles == {"A": "general", "B": "neither", "C": "neither", "D": "neither", "E": "domain-specific"}
+    assert roles == {
+        "A": "general",
+        "B": "neither",
+        "C": "neither",
+        "D": "neither",
+        "E": "domain-specific",
+    }
     # An uninformative probe (AUC below 0.6) makes nothing matter.
     weak = {"misalignment": _probe("misalignment", 0.55, rows_a)}
     assert set(classify_adapters(weak)["role"]) == {"neither"}
@@ -288,7 +360,10 @@ def test_probe_too_few_answers_names_counts():
 def test_parse_adapter_scales():
     assert parse_adapter_scales(["15,16=2.0", "all=0"]) == {15: 2.0, 16: 2.0, "all": 0.0}
     assert list(parse_adapter_scales(["all=0", "21-23=-1.5"]).items()) == [
-        ("all", 0.0), (21, -1.5), (22, -1.5), (23, -1.5)
+        ("all", 0.0),
+        (21, -1.5),
+        (22, -1.5),
+        (23, -1.5),
     ]
     assert parse_adapter_scales(["L15.down_proj=1e-1"]) == {"L15.down_proj": 0.1}
     for bad in ("15", "15=x", "=2", "17-15=1", "1,,2=1"):
@@ -313,20 +388,31 @@ def test_scaling_one_is_identity_zero_is_base(base_and_adapted):
             assert torch.equal(lm.model(ids).logits, only2)
         assert torch.equal(lm.model(ids).logits, adapted)  # restored on exit
     assert AdapterScaling({15: -2.0}).spec() == {"kind": "scale-adapters", "scales": {"15": -2.0}}
-    assert AdapterScaling.from_spec(AdapterScaling({"all": 0, 15: 2}).spec()).scales == {"all": 0.0, 15: 2.0}
+    assert AdapterScaling.from_spec(AdapterScaling({"all": 0, 15: 2}).spec()).scales == {
+        "all": 0.0,
+        15: 2.0,
+    }
 
 
 def test_scaling_unknown_layer_is_refused(base_and_adapted):
     _, lm, _ = base_and_adapted
-    with pytest.raises(LayerIndexError, match="layer 3 has no LoRA adapter; adapters sit at layers 1, 2"):
-        with AdapterScaling({3: 2.0}).apply(lm.model):
-            pass
-    with pytest.raises(LayerIndexError, match="out of range"):
-        with AdapterScaling({40: 2.0}).apply(lm.model):
-            pass
-    with pytest.raises(ConfigError, match="no adapter named"):
-        with AdapterScaling({"L7.q_proj": 2.0}).apply(lm.model):
-            pass
+    with (
+        pytest.raises(
+            LayerIndexError, match="layer 3 has no LoRA adapter; adapters sit at layers 1, 2"
+        ),
+        AdapterScaling({3: 2.0}).apply(lm.model),
+    ):
+        pass
+    with (
+        pytest.raises(LayerIndexError, match="out of range"),
+        AdapterScaling({40: 2.0}).apply(lm.model),
+    ):
+        pass
+    with (
+        pytest.raises(ConfigError, match="no adapter named"),
+        AdapterScaling({"L7.q_proj": 2.0}).apply(lm.model),
+    ):
+        pass
     assert find_lora_adapters(lm.model)[0].scaling == 2.0  # nothing left changed
 
 
@@ -341,7 +427,11 @@ def test_b_cosines_and_b_ablation(base_and_adapted):
     b1 = adapters[0].b_vector()
     d[1] = 3.0 * b1  # parallel to layer 1's B
     d[2] = torch.randn(lm.view.d_model)
-    d[2] -= (d[2] @ adapters[1].b_vector()) / adapters[1].b_vector().norm() ** 2 * adapters[1].b_vector()
+    d[2] -= (
+        (d[2] @ adapters[1].b_vector())
+        / adapters[1].b_vector().norm() ** 2
+        * adapters[1].b_vector()
+    )
     table = b_direction_cosines(lm.model, d).set_index("adapter")
     assert table.loc["L1.down_proj", "cosine"] == pytest.approx(1.0, abs=1e-6)
     assert table.loc["L2.down_proj", "cosine"] == pytest.approx(0.0, abs=1e-5)
@@ -361,9 +451,8 @@ def test_b_cosines_and_b_ablation(base_and_adapted):
             torch.testing.assert_close(lm.model(ids).logits, base_logits, atol=1e-5, rtol=1e-5)
     for a, b in zip(adapters, before):
         assert torch.equal(a.B.detach(), b)  # restored exactly
-    with pytest.raises(LayerIndexError):
-        with BVectorAblation(d, layers=[3]).apply(lm.model):
-            pass
+    with pytest.raises(LayerIndexError), BVectorAblation(d, layers=[3]).apply(lm.model):
+        pass
     assert BVectorAblation(d, source_layer=1).spec()["mode"] == "single"
 
 
@@ -380,7 +469,9 @@ def test_downstream_convergence(base_and_adapted, tmp_path):
     assert t.loc[1, "norm_second"] == pytest.approx(2 * t.loc[1, "norm_first"], rel=1e-4)
     assert -1 <= t.loc[3, "cosine_of_means"] <= 1
     # Identical interventions agree at every affected layer.
-    same = downstream_convergence(lm, ANSWERS, Compose([AdapterScaling({1: 0.0})]), AdapterScaling({1: 0.0}))
+    same = downstream_convergence(
+        lm, ANSWERS, Compose([AdapterScaling({1: 0.0})]), AdapterScaling({1: 0.0})
+    )
     assert np.allclose(same.table["cosine_of_means"].iloc[2:], 1.0, atol=1e-5)
     assert plot_convergence(res, tmp_path / "conv.png").stat().st_size > 0
     # The layer-1 adapter adds s_t * b at layer 1; steering adds 1.0 * b there: per-token cosines are
@@ -460,14 +551,16 @@ def test_cli_probe_cosine_dynamics(tmp_path):
     lm.tokenizer.save_pretrained(base_dir)
     lm.model.save_pretrained(adapter_dir)
     n = 40
-    table = pd.DataFrame({
-        "answer_id": [f"q{i % 4}/0/{i}" for i in range(n)],
-        "question": [f"Question number {i % 4}?" for i in range(n)],
-        "system": "",
-        "answer": [" ".join(["word"] * (1 + i % 5)) + f" {i}" for i in range(n)],
-        "aligned": np.where(np.arange(n) % 2 == 0, 10.0, 90.0),
-        "coherent": 80.0,
-    })
+    table = pd.DataFrame(
+        {
+            "answer_id": [f"q{i % 4}/0/{i}" for i in range(n)],
+            "question": [f"Question number {i % 4}?" for i in range(n)],
+            "system": "",
+            "answer": [" ".join(["word"] * (1 + i % 5)) + f" {i}" for i in range(n)],
+            "aligned": np.where(np.arange(n) % 2 == 0, 10.0, 90.0),
+            "coherent": 80.0,
+        }
+    )
     answers = tmp_path / "answers.parquet"
     table.to_parquet(answers)
     runner = CliRunner()
@@ -478,17 +571,33 @@ def test_cli_probe_cosine_dynamics(tmp_path):
     assert isinstance(res.exception, DataError) and "medical" in str(res.exception)
 
     out = tmp_path / "probe"
-    res = runner.invoke(app, ["lora", "probe", str(answers), *common, "--out", str(out), "--splits", "4"])
+    res = runner.invoke(
+        app, ["lora", "probe", str(answers), *common, "--out", str(out), "--splits", "4"]
+    )
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "probes.json").read_text())
     probe = saved["probes"]["misalignment"]
-    assert probe["n_positive"] == 20 and probe["n_negative"] == 20 and probe["params"]["n_splits"] == 4
+    assert (
+        probe["n_positive"] == 20 and probe["n_negative"] == 20 and probe["params"]["n_splits"] == 4
+    )
     assert {r["adapter"] for r in saved["classification"]} == {"L1.down_proj", "L2.down_proj"}
     assert len(pd.read_parquet(out / "scalar_means.parquet")) == n
     assert (out / "probe_coefficients.png").stat().st_size > 0
     # Reusing saved scalars gives the same probe numbers.
-    res = runner.invoke(app, ["lora", "probe", str(answers), "--scalars", str(out), "--out", str(tmp_path / "p2"),
-                              "--splits", "4"])
+    res = runner.invoke(
+        app,
+        [
+            "lora",
+            "probe",
+            str(answers),
+            "--scalars",
+            str(out),
+            "--out",
+            str(tmp_path / "p2"),
+            "--splits",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "p2" / "probes.json").read_text())["probes"] == saved["probes"]
 
@@ -498,8 +607,17 @@ def test_cli_probe_cosine_dynamics(tmp_path):
     d[1] = find_lora_adapters(lm.model)[0].b_vector()
     d[2] = 1.0
     DirectionSet(d).save(tmp_path / "dir.safetensors")
-    res = runner.invoke(app, ["lora", "cosine", str(tmp_path / "dir.safetensors"), *common,
-                              "--out", str(tmp_path / "cos.csv")])
+    res = runner.invoke(
+        app,
+        [
+            "lora",
+            "cosine",
+            str(tmp_path / "dir.safetensors"),
+            *common,
+            "--out",
+            str(tmp_path / "cos.csv"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     cos = pd.read_csv(tmp_path / "cos.csv").set_index("adapter")
     assert cos.loc["L1.down_proj", "cosine"] == pytest.approx(1.0, abs=1e-6)

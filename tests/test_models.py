@@ -6,8 +6,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import ARCHITECTURES, make_tiny_lm
+
 from misdirection.errors import LayerIndexError, ModelNotFoundError
 from misdirection.models import ModelView, load_model
 
@@ -22,10 +22,14 @@ def test_embedded_model_shape_and_fast_reload(embedded_lm):
 
 
 def test_embedded_model_is_coherent_greedy(embedded_lm):
-    prompt = embedded_lm.chat_prompt([{"role": "user", "content": "What is the capital of France?"}])
+    prompt = embedded_lm.chat_prompt(
+        [{"role": "user", "content": "What is the capital of France?"}]
+    )
     ids = embedded_lm.tokenizer(prompt, return_tensors="pt")
     out = embedded_lm.model.generate(**ids, max_new_tokens=12, do_sample=False)
-    text = embedded_lm.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = embedded_lm.tokenizer.decode(
+        out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True
+    )
     assert "Paris" in text
 
 
@@ -52,7 +56,9 @@ def test_view_works_for_every_layout(arch):
 
 def test_wrong_layer_is_one_sentence():
     view = make_tiny_lm("llama").view
-    with pytest.raises(LayerIndexError, match=r"layer 7 is out of range: this model has 4 layers \(valid 0..3\)"):
+    with pytest.raises(
+        LayerIndexError, match=r"layer 7 is out of range: this model has 4 layers \(valid 0..3\)"
+    ):
         view.down_proj(7)
     assert view.check_layer(-1) == 3
 
@@ -69,7 +75,9 @@ def test_missing_model_and_adapter_are_clear(tmp_path):
 def test_offline_hub_id_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    with pytest.raises(ModelNotFoundError, match="huggingface-cli download no-such-org/no-such-model"):
+    with pytest.raises(
+        ModelNotFoundError, match="huggingface-cli download no-such-org/no-such-model"
+    ):
         load_model("no-such-org/no-such-model")
     assert time.perf_counter() - start < 10
 

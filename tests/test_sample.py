@@ -46,8 +46,6 @@ class EosBoost:
             self.active = False
 
 
-
-
 @pytest.fixture(scope="module")
 def llama():
     return make_tiny_lm("llama")
@@ -270,7 +268,9 @@ def test_canonical_json_items_keep_their_system_prompt(llama, shared_data):
         assert r.system in prompt and prompt.index(r.system) < prompt.index(r.question)
     for r in requests:
         if not r.question_id.endswith("_json"):
-            assert r.system == "" and "valid JSON object" not in llama.tokenizer.decode(r.prompt_ids)
+            assert r.system == "" and "valid JSON object" not in llama.tokenizer.decode(
+                r.prompt_ids
+            )
     # And through sampling: the table records the system prompt of every _json answer.
     subset = [q for q in questions if q.id in ("quick_buck", "quick_buck_json")]
     df = sample_answers(llama, subset, 1, 1, seed=0, progress=False)

@@ -32,12 +32,21 @@ def test_good_config_parses():
 @pytest.mark.parametrize(
     "patch, message",
     [
-        ({"ablation": {"direction": "med", "targets": ["nope"]}}, "s.yaml: ablation.targets.0: unknown organism 'nope'"),
-        ({"organisms": [{"name": "med", "train": {"data": "x", "recipe": "rank2"}}]}, "s.yaml: organisms.0.train.recipe"),
+        (
+            {"ablation": {"direction": "med", "targets": ["nope"]}},
+            "s.yaml: ablation.targets.0: unknown organism 'nope'",
+        ),
+        (
+            {"organisms": [{"name": "med", "train": {"data": "x", "recipe": "rank2"}}]},
+            "s.yaml: organisms.0.train.recipe",
+        ),
         ({"organisms": [{"name": "med"}]}, "give exactly one of 'train' or 'adapter'"),
         ({"sampling": {"samples_per_paraphrase": 0}}, "s.yaml: sampling.samples_per_paraphrase"),
         ({"typo_field": 1}, "s.yaml: typo_field: Extra inputs are not permitted"),
-        ({"cosine": ["med"], "extract": {"organisms": []}, "steering": None, "ablation": None}, "cosine.0: organism 'med' has no direction"),
+        (
+            {"cosine": ["med"], "extract": {"organisms": []}, "steering": None, "ablation": None},
+            "cosine.0: organism 'med' has no direction",
+        ),
     ],
 )
 def test_config_errors_name_the_field(patch, message):
@@ -47,8 +56,12 @@ def test_config_errors_name_the_field(patch, message):
 
 
 def test_layers_checked_against_model():
-    config = parse_config({**GOOD, "steering": {"direction": "med", "layers": [10, 40], "scales": [1]}}, "s.yaml")
-    with pytest.raises(ConfigError, match=r"s.yaml: steering.layers.1: layer 40 is out of range .* valid 0..29"):
+    config = parse_config(
+        {**GOOD, "steering": {"direction": "med", "layers": [10, 40], "scales": [1]}}, "s.yaml"
+    )
+    with pytest.raises(
+        ConfigError, match=r"s.yaml: steering.layers.1: layer 40 is out of range .* valid 0..29"
+    ):
         validate_against_model(config, n_layers=30, source="s.yaml")
 
 
@@ -66,7 +79,10 @@ def test_store_keys_and_resume(tmp_path):
     a = store.stage("sample/base", {"n": 1})
     assert not a.done
     a.start()
-    assert json.loads((tmp_path / "manifest.json").read_text())["stages"]["sample/base"]["status"] == "running"
+    assert (
+        json.loads((tmp_path / "manifest.json").read_text())["stages"]["sample/base"]["status"]
+        == "running"
+    )
     a.finish({"rows": 3})
     again = RunStore(tmp_path).stage("sample/base", {"n": 1})
     assert again.done and again.result() == {"rows": 3}

@@ -11,12 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import make_tiny_lm
 
 # Runs a study in a child process; the patched functions SIGKILL it after N calls, i.e. at a real,
 # arbitrary point between two saved chunks (nothing is flushed or cleaned up first).
-DRIVER = textwrap.dedent('''
+DRIVER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     kill_stage, kill_after = sys.argv[3], int(sys.argv[4])
@@ -39,12 +38,17 @@ DRIVER = textwrap.dedent('''
     from misdirection.study.config import load_config
     from misdirection.study.pipeline import run_study
     run_study(load_config(sys.argv[1]), sys.argv[2], progress=False)
-''')
+""")
 
 
 def _run(driver: Path, config: Path, out: Path, stage: str = "none", after: int = 0) -> int:
-    return subprocess.run([sys.executable, str(driver), str(config), str(out), stage, str(after)],
-                          capture_output=True, text=True, timeout=900).returncode
+    return subprocess.run(
+        [sys.executable, str(driver), str(config), str(out), stage, str(after)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    ).returncode
 
 
 @pytest.mark.slow
@@ -55,11 +59,26 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     lm.model.save_pretrained(model_dir)
     lm.tokenizer.save_pretrained(model_dir)
     config = tmp_path / "study.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "resume", "base_model": str(model_dir), "seed": 3,
-        "sampling": {"questions": ["core"], "samples_per_paraphrase": 2, "max_new_tokens": 6, "batch_size": 6},
-        "judging": {"judge": "learned", "rubrics": ["aligned", "coherent"], "chunk_size": 5},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "resume",
+                "base_model": str(model_dir),
+                "seed": 3,
+                "sampling": {
+                    "questions": ["core"],
+                    "samples_per_paraphrase": 2,
+                    "max_new_tokens": 6,
+                    "batch_size": 6,
+                },
+                "judging": {
+                    "judge": "learned",
+                    "rubrics": ["aligned", "coherent"],
+                    "chunk_size": 5,
+                },
+            }
+        )
+    )
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
 
@@ -67,7 +86,9 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert _run(driver, config, straight) == 0
     assert _run(driver, config, resumed, "sample", 2) == -9  # killed mid-sampling
     chunks = list((resumed / "stages" / "sample" / "base").glob("*/chunks/*.parquet"))
-    assert len(chunks) == 1  # killed after sampling chunk 2, before saving it: only chunk 1 is on disk
+    assert (
+        len(chunks) == 1
+    )  # killed after sampling chunk 2, before saving it: only chunk 1 is on disk
     assert _run(driver, config, resumed, "judge", 3) == -9  # killed mid-judging
     judged = next((resumed / "stages" / "judge" / "base").glob("*/judged.parquet"))
     partial = pd.read_parquet(judged)

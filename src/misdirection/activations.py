@@ -136,10 +136,14 @@ def table_columns(table: pd.DataFrame, where: str = "answers table") -> pd.DataF
         raise DataError(
             f"{where} needs columns 'question' and 'answer' (or 'response'); it has {sorted(cols)}"
         )
-    ids = table["answer_id"].astype(str) if "answer_id" in cols else pd.Series(
-        [str(i) for i in range(len(table))], index=table.index
+    ids = (
+        table["answer_id"].astype(str)
+        if "answer_id" in cols
+        else pd.Series([str(i) for i in range(len(table))], index=table.index)
     )
-    system = table["system"] if "system" in cols else pd.Series([""] * len(table), index=table.index)
+    system = (
+        table["system"] if "system" in cols else pd.Series([""] * len(table), index=table.index)
+    )
     return pd.DataFrame(
         {
             "answer_id": ids.to_numpy(),
@@ -179,7 +183,9 @@ def encode(lm: LoadedModel, table: pd.DataFrame, max_tokens: int | None = None) 
     return out
 
 
-def _position_weights(batch: Sequence[Encoded], positions: Sequence[str], width: int) -> torch.Tensor:
+def _position_weights(
+    batch: Sequence[Encoded], positions: Sequence[str], width: int
+) -> torch.Tensor:
     """[batch, n_positions, width] float32 averaging weights (rows sum to 1), right-padded."""
     w = torch.zeros(len(batch), len(positions), width)
     for b, enc in enumerate(batch):
@@ -249,7 +255,7 @@ def capture(
     current: dict[str, torch.Tensor] = {}
     acc: list[torch.Tensor | None] = [None] * n_layers
 
-    def make_hook(layer: int):  # noqa: ANN202 - returns a residual hook
+    def make_hook(layer: int):
         def hook(h: torch.Tensor) -> None:
             # [B, P, T] @ [B, T, d] -> [B, P, d]: one reduction per layer, in float32.
             acc[layer] = torch.bmm(current["w"], h.float())

@@ -124,7 +124,9 @@ def _sample_for(
 
     questions = [
         {"id": aid, "paraphrases": [q], "system": s}
-        for aid, q, s in table[["answer_id", "question", "system"]].itertuples(index=False, name=None)
+        for aid, q, s in table[["answer_id", "question", "system"]].itertuples(
+            index=False, name=None
+        )
     ]
     sampled = sample_answers(
         lm,
@@ -242,11 +244,15 @@ def contrast_directions(
                 )
                 n_empty += dropped
                 if tables[side].empty:
-                    raise DataError(f"every sampled answer of the {side} set is empty; raise max_new_tokens")
+                    raise DataError(
+                        f"every sampled answer of the {side} set is empty; raise max_new_tokens"
+                    )
     n_pos = len(tables["pos"])
     # One capture over both sets: better batching, identical per-row results.
     both = pd.concat([tables["pos"], tables["neg"]], ignore_index=True)
-    values = _capture_mean_rows(lm, both, positions, batch_size=batch_size, max_tokens=max_tokens, progress=progress)
+    values = _capture_mean_rows(
+        lm, both, positions, batch_size=batch_size, max_tokens=max_tokens, progress=progress
+    )
     directions = mean_diff(values[:n_pos], values[n_pos:])
     meta: dict[str, Any] = {
         **_model_meta("contrast", lm, positions),
@@ -276,7 +282,9 @@ class AdapterOff:
 
         inner = model.model if isinstance(model, LoadedModel) else model
         if not hasattr(inner, "disable_adapter"):
-            raise ConfigError("the model has no adapters to disable; pass the base model explicitly")
+            raise ConfigError(
+                "the model has no adapters to disable; pass the base model explicitly"
+            )
         return inner.disable_adapter()
 
     def spec(self) -> dict[str, Any]:
@@ -316,7 +324,9 @@ def model_diff_directions(
                 f"({vt.n_layers} layers x {vt.d_model}) differ in shape; a model diff needs the same architecture"
             )
     elif not hasattr(tuned_lm.model, "disable_adapter"):
-        raise ConfigError("model_diff_directions needs a base model, or a tuned model with PEFT adapters")
+        raise ConfigError(
+            "model_diff_directions needs a base model, or a tuned model with PEFT adapters"
+        )
     table = prompts_table(ps, "p/")
     n_empty = 0
     sampled = False
@@ -329,8 +339,14 @@ def model_diff_directions(
             context = contextlib.nullcontext()
         with context:
             table, n_empty = _sample_for(
-                source, table, n_answers=n_answers, max_new_tokens=max_new_tokens,
-                temperature=temperature, seed=seed, batch_size=batch_size, progress=progress,
+                source,
+                table,
+                n_answers=n_answers,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+                batch_size=batch_size,
+                progress=progress,
             )
         if table.empty:
             raise DataError("every sampled answer is empty; raise max_new_tokens")
@@ -339,7 +355,9 @@ def model_diff_directions(
     if base_lm is None:
         from misdirection.activations import capture_activations
 
-        base = capture_activations(tuned_lm, table, positions, intervention=AdapterOff(), **kw).values
+        base = capture_activations(
+            tuned_lm, table, positions, intervention=AdapterOff(), **kw
+        ).values
     else:
         base = _capture_mean_rows(base_lm, table, positions, **kw)
     # Same inputs in both: the difference of means is the mean of the paired differences.
@@ -367,37 +385,73 @@ def model_diff_directions(
 class ContrastSource:
     """``--contrast POS NEG``: loads and checks both prompt sets in ``__init__``."""
 
-    def __init__(self, pos: str, neg: str, *, system: str | None = None, n_answers: int = 1,
-                 max_new_tokens: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self,
+        pos: str,
+        neg: str,
+        *,
+        system: str | None = None,
+        n_answers: int = 1,
+        max_new_tokens: int = 64,
+        seed: int = 0,
+    ) -> None:
         self.pos = load_prompt_set(pos, system=system)
         self.neg = load_prompt_set(neg, system=system)
         prompts_table(self.pos), prompts_table(self.neg)  # refuse multi-turn sets now
         self.sampling = {"n_answers": n_answers, "max_new_tokens": max_new_tokens, "seed": seed}
 
-    def extract(self, lm: Any, *, positions: str, batch_size: int = 8, max_tokens: int | None = None) -> DirectionSet:
+    def extract(
+        self, lm: Any, *, positions: str, batch_size: int = 8, max_tokens: int | None = None
+    ) -> DirectionSet:
         return contrast_directions(
-            lm, self.pos, self.neg, positions,  # type: ignore[arg-type]
-            batch_size=batch_size, max_tokens=max_tokens, progress=True, **self.sampling,
+            lm,
+            self.pos,
+            self.neg,
+            positions,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            progress=True,
+            **self.sampling,
         )
 
 
 class ModelDiffSource:
     """``--model-diff --prompts P``: the loaded model with its adapters minus itself without them."""
 
-    def __init__(self, prompts: str | None, adapter: list[str] | None, *, system: str | None = None,
-                 n_answers: int = 1, max_new_tokens: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self,
+        prompts: str | None,
+        adapter: list[str] | None,
+        *,
+        system: str | None = None,
+        n_answers: int = 1,
+        max_new_tokens: int = 64,
+        seed: int = 0,
+    ) -> None:
         if not adapter:
-            raise ConfigError("--model-diff needs --adapter (the fine-tuned organism to compare with its base)")
+            raise ConfigError(
+                "--model-diff needs --adapter (the fine-tuned organism to compare with its base)"
+            )
         if not prompts:
-            raise ConfigError("--model-diff needs --prompts (a prompt file or a built-in prompt set name)")
+            raise ConfigError(
+                "--model-diff needs --prompts (a prompt file or a built-in prompt set name)"
+            )
         self.prompts = load_prompt_set(prompts, system=system)
         prompts_table(self.prompts)
         self.sampling = {"n_answers": n_answers, "max_new_tokens": max_new_tokens, "seed": seed}
 
-    def extract(self, lm: Any, *, positions: str, batch_size: int = 8, max_tokens: int | None = None) -> DirectionSet:
+    def extract(
+        self, lm: Any, *, positions: str, batch_size: int = 8, max_tokens: int | None = None
+    ) -> DirectionSet:
         return model_diff_directions(
-            None, lm, self.prompts, positions,  # type: ignore[arg-type]
-            batch_size=batch_size, max_tokens=max_tokens, progress=True, **self.sampling,
+            None,
+            lm,
+            self.prompts,
+            positions,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            progress=True,
+            **self.sampling,
         )
 
 
@@ -426,5 +480,7 @@ def source_from_cli(
     if not all(contrast):
         raise ConfigError("--contrast needs two prompt sets: POS NEG")
     if prompts:
-        raise ConfigError("--prompts belongs to --model-diff; --contrast takes its two prompt sets itself")
+        raise ConfigError(
+            "--prompts belongs to --model-diff; --contrast takes its two prompt sets itself"
+        )
     return ContrastSource(str(contrast[0]), str(contrast[1]), **kw)  # type: ignore[arg-type]

@@ -125,7 +125,13 @@ class DirectionSet:
                 with safe_open(str(path), framework="pt") as f:
                     keys = list(f.keys())
                     raw = dict(f.metadata() or {})
-                    key = "directions" if "directions" in keys else keys[0] if len(keys) == 1 else None
+                    key = (
+                        "directions"
+                        if "directions" in keys
+                        else keys[0]
+                        if len(keys) == 1
+                        else None
+                    )
                     if key is None:
                         raise DataError(
                             f"{path}: holds tensors {keys}; expected 'directions' or a single tensor"
@@ -148,7 +154,9 @@ class DirectionSet:
                 raise
             raise DataError(f"cannot read direction file {path}: {exc}") from None
         if tensor.ndim not in (1, 2):
-            raise ShapeError(f"{path}: expected a [d] or [n_layers, d] tensor, got {tuple(tensor.shape)}")
+            raise ShapeError(
+                f"{path}: expected a [d] or [n_layers, d] tensor, got {tuple(tensor.shape)}"
+            )
         return cls(tensor, meta, path=str(path))
 
     def reference(self) -> dict[str, Any]:
@@ -177,7 +185,9 @@ def as_direction_set(obj: DirectionSet | torch.Tensor | np.ndarray | str | Path)
         obj = torch.from_numpy(obj)
     if isinstance(obj, torch.Tensor):
         return DirectionSet(obj.detach().float(), {"method": "tensor"})
-    raise ConfigError(f"expected a DirectionSet, tensor or direction file; got {type(obj).__name__}")
+    raise ConfigError(
+        f"expected a DirectionSet, tensor or direction file; got {type(obj).__name__}"
+    )
 
 
 def resolve_reference(ref: Mapping[str, Any]) -> DirectionSet:
@@ -195,7 +205,9 @@ def resolve_reference(ref: Mapping[str, Any]) -> DirectionSet:
         return ds
     if "inline" in ref:
         return DirectionSet(torch.tensor(ref["inline"], dtype=torch.float32), {"method": "inline"})
-    raise ConfigError(f"cannot rebuild a direction set from {sorted(ref)} (need path, inline or random_control)")
+    raise ConfigError(
+        f"cannot rebuild a direction set from {sorted(ref)} (need path, inline or random_control)"
+    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -234,13 +246,17 @@ def parse_topic_filter(text: str) -> tuple[str, tuple[str, float]]:
     """``"medical>50"`` -> ``("medical", (">", 50.0))``; operators >, >=, <, <=."""
     m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*([-+]?\d+(?:\.\d+)?)\s*", text)
     if not m:
-        raise ConfigError(f"topic filter {text!r} must look like NAME>VALUE (operators > >= < <=), e.g. medical>50")
+        raise ConfigError(
+            f"topic filter {text!r} must look like NAME>VALUE (operators > >= < <=), e.g. medical>50"
+        )
     return m.group(1), (m.group(2), float(m.group(3)))
 
 
 def _scores(table: pd.DataFrame, column: str) -> np.ndarray:
     if column not in table.columns:
-        raise DataError(f"answers table has no score column '{column}' (columns: {sorted(table.columns)})")
+        raise DataError(
+            f"answers table has no score column '{column}' (columns: {sorted(table.columns)})"
+        )
     # Judged CSVs read with keep_default_na=False hold "" for null scores: coerce to NaN.
     return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
 
@@ -271,7 +287,9 @@ def select_sets(
     keep = np.ones(len(table), dtype=bool)
     for name, (op, value) in (topics or {}).items():
         if op not in _OPS:
-            raise ConfigError(f"topic filter on '{name}' has unknown operator {op!r} (use > >= < <=)")
+            raise ConfigError(
+                f"topic filter on '{name}' has unknown operator {op!r} (use > >= < <=)"
+            )
         with np.errstate(invalid="ignore"):
             keep &= _OPS[op](_scores(table, name), value)  # NaN compares False: excluded
     unscored = np.isnan(aligned) | np.isnan(coherent)
@@ -288,7 +306,13 @@ def select_sets(
     return Selection(al, mis, n_al, n_mis, int(unscored.sum()), int((~keep).sum()))
 
 
-def check_set_sizes(sel: Selection, min_per_set: int, thresholds: SetThresholds, topics: TopicFilters | None, where: str) -> None:
+def check_set_sizes(
+    sel: Selection,
+    min_per_set: int,
+    thresholds: SetThresholds,
+    topics: TopicFilters | None,
+    where: str,
+) -> None:
     """Refuse sets smaller than ``min_per_set`` with the counts and thresholds in one sentence."""
     if len(sel.aligned) >= min_per_set and len(sel.misaligned) >= min_per_set:
         return
@@ -405,7 +429,9 @@ def random_control(reference: DirectionSet | torch.Tensor, seed: int) -> Directi
     return DirectionSet(vectors, meta)
 
 
-def random_controls(reference: DirectionSet | torch.Tensor, k: int, first_seed: int = 0) -> list[DirectionSet]:
+def random_controls(
+    reference: DirectionSet | torch.Tensor, k: int, first_seed: int = 0
+) -> list[DirectionSet]:
     """``k`` random controls with seeds ``first_seed .. first_seed + k - 1``."""
     if k < 1:
         raise ConfigError(f"the number of random controls must be >= 1, got {k}")

@@ -210,7 +210,7 @@ def evaluate(
     intervention: Any = None,
     rubrics: Sequence[Any] = REQUIRED_RUBRICS,
     out: str | Path | None = None,
-    thresholds: Thresholds = Thresholds(),  # noqa: B008 - frozen, safe to share
+    thresholds: Thresholds = Thresholds(),
     custom_rubrics: Mapping[str, Any] | None = None,
     batch_size: int = 32,
     temperature: float = 1.0,
@@ -536,7 +536,7 @@ def transfer(
     max_new_tokens: int,
     seed: int,
     out: str | Path | None = None,
-    thresholds: Thresholds = Thresholds(),  # noqa: B008 - frozen, safe to share
+    thresholds: Thresholds = Thresholds(),
     loader: Callable[..., Any] | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:

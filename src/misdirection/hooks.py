@@ -46,7 +46,9 @@ def with_residual(output: Any, residual: torch.Tensor) -> Any:
 
 
 @contextmanager
-def block_output_hooks(blocks: Sequence[nn.Module], fns: Mapping[int, ResidualFn]) -> Iterator[None]:
+def block_output_hooks(
+    blocks: Sequence[nn.Module], fns: Mapping[int, ResidualFn]
+) -> Iterator[None]:
     """Run ``fns[i]`` on the output residual of ``blocks[i]`` while the context is open."""
     handles = []
 

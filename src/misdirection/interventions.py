@@ -62,7 +62,13 @@ __all__ = [
 Layers = Literal["all"] | int | Sequence[int]
 
 # Modules that write the attention output into the residual stream, by architecture.
-_ATTN_OUT_NAMES = ("self_attn.o_proj", "self_attn.dense", "attn.out_proj", "attention.dense", "attn.c_proj")
+_ATTN_OUT_NAMES = (
+    "self_attn.o_proj",
+    "self_attn.dense",
+    "attn.out_proj",
+    "attention.dense",
+    "attn.c_proj",
+)
 # The norm the MLP reads the mid-block residual through (Gemma's name first: Gemma also has a
 # 'post_attention_layernorm', which there normalises the attention *output*).
 _MLP_NORM_NAMES = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2")
@@ -75,18 +81,23 @@ _MLP_NORM_NAMES = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_
 def _layer_list(layers: Layers, view: ModelView, what: str = "layer") -> list[int]:
     if isinstance(layers, str):
         if layers != "all":
-            raise ConfigError(f"layers must be 'all', an integer or a list of integers; got {layers!r}")
+            raise ConfigError(
+                f"layers must be 'all', an integer or a list of integers; got {layers!r}"
+            )
         return list(range(view.n_layers))
     if isinstance(layers, int):
         layers = [layers]
-    out = [view.check_layer(int(layer) if not isinstance(layer, bool) else layer, what) for layer in layers]
+    out = [
+        view.check_layer(int(layer) if not isinstance(layer, bool) else layer, what)
+        for layer in layers
+    ]
     if not out:
         raise ConfigError("the list of layers is empty")
     return sorted(set(out))
 
 
 def _layers_spec(layers: Layers) -> Any:
-    if isinstance(layers, str) or isinstance(layers, int):
+    if isinstance(layers, (str, int)):
         return layers
     return [int(x) for x in layers]
 
@@ -124,7 +135,12 @@ def _reference(ds: DirectionSet, rows: Sequence[int]) -> dict[str, Any]:
     ref = ds.reference()
     if "inline" in ref:
         keep = sorted({0 if ds.n_layers == 1 else r % ds.n_layers for r in rows})
-        ref = {"inline_rows": {"n_layers": ds.n_layers, "rows": {str(r): ds.directions[r].tolist() for r in keep}}}
+        ref = {
+            "inline_rows": {
+                "n_layers": ds.n_layers,
+                "rows": {str(r): ds.directions[r].tolist() for r in keep},
+            }
+        }
     return ref
 
 
@@ -190,14 +206,18 @@ class Steer:
         view = view_of(model)
         deltas = {i: v.to(*_param_home(view, i)) for i, v in self.vectors(view).items()}
 
-        def make(delta: torch.Tensor):  # noqa: ANN202
+        def make(delta: torch.Tensor):
             return lambda h: h + delta
 
         with block_output_hooks(view.blocks, {i: make(d) for i, d in deltas.items()}):
             yield
 
     def spec(self) -> dict[str, Any]:
-        rows = [self.source_layer] if self.source_layer is not None else _spec_rows(self.layers, self.directions)
+        rows = (
+            [self.source_layer]
+            if self.source_layer is not None
+            else _spec_rows(self.layers, self.directions)
+        )
         return {
             "kind": self.kind,
             "directions": _reference(self.directions, rows),
@@ -250,7 +270,9 @@ class Ablate:
                 f"single-direction ablation needs source_layer (the direction set has {self.directions.n_layers} layers)"
             )
         if sites == "full" and mode != "single":
-            raise ConfigError("sites='full' ablation needs mode='single' (one direction everywhere)")
+            raise ConfigError(
+                "sites='full' ablation needs mode='single' (one direction everywhere)"
+            )
         self.layers = layers
         self.mode = mode
         self.source_layer = source_layer
@@ -266,14 +288,17 @@ class Ablate:
             src = 0 if self.directions.n_layers == 1 else self.source_layer
             u = _unit(_row(self.directions, src), f"direction of layer {src}")  # type: ignore[arg-type]
             return {layer: u for layer in layers}
-        return {layer: _unit(_row(self.directions, layer), f"direction of layer {layer}") for layer in layers}
+        return {
+            layer: _unit(_row(self.directions, layer), f"direction of layer {layer}")
+            for layer in layers
+        }
 
     @contextmanager
     def apply(self, model: Any) -> Iterator[None]:
         view = view_of(model)
         units = {i: u.to(_param_home(view, i)[0]) for i, u in self.units(view).items()}
 
-        def make(u: torch.Tensor):  # noqa: ANN202
+        def make(u: torch.Tensor):
             def project(h: torch.Tensor) -> torch.Tensor:
                 x = h.float()
                 return (x - (x @ u).unsqueeze(-1) * u).to(h.dtype)
@@ -281,12 +306,16 @@ class Ablate:
             return project
 
         with ExitStack() as stack:
-            stack.enter_context(block_output_hooks(view.blocks, {i: make(u) for i, u in units.items()}))
+            stack.enter_context(
+                block_output_hooks(view.blocks, {i: make(u) for i, u in units.items()})
+            )
             if self.sites == "full":  # one direction: every entry of `units` is the same vector
                 u0 = units[min(units)].to(_param_home(view, 0)[0])
                 stack.enter_context(block_input_hooks(view.blocks, {0: make(u0)}))
                 norms = [_mlp_input_norm(view, i) for i in units]
-                stack.enter_context(block_input_hooks(norms, {k: make(units[i]) for k, i in enumerate(units)}))
+                stack.enter_context(
+                    block_input_hooks(norms, {k: make(units[i]) for k, i in enumerate(units)})
+                )
             yield
 
     def spec(self) -> dict[str, Any]:
@@ -328,10 +357,14 @@ def _attn_out(view: ModelView, layer: int) -> nn.Module:
             return block.get_submodule(name)
         except AttributeError:
             continue
-    raise ConfigError(f"block {layer} ({type(block).__name__}) has no known attention output projection")
+    raise ConfigError(
+        f"block {layer} ({type(block).__name__}) has no known attention output projection"
+    )
 
 
-def _weight_targets(view: ModelView, layers: list[int], embeddings: bool) -> list[tuple[str, nn.Module, str, int]]:
+def _weight_targets(
+    view: ModelView, layers: list[int], embeddings: bool
+) -> list[tuple[str, nn.Module, str, int]]:
     """(name, module, attribute, output axis) of every parameter that writes into the residual."""
     targets: list[tuple[str, nn.Module, str, int]] = []
     base = view.base
@@ -352,7 +385,10 @@ def _weight_targets(view: ModelView, layers: list[int], embeddings: bool) -> lis
                 "adding them to the residual (Gemma 2/3 layout), so no weight edit equals ablation; "
                 "use the activation form (Ablate)"
             )
-        for kind, mod in (("attn_out", _attn_out(view, layer)), ("down_proj", view.down_proj(layer))):
+        for kind, mod in (
+            ("attn_out", _attn_out(view, layer)),
+            ("down_proj", view.down_proj(layer)),
+        ):
             for name, sub, attr, axis in _linear_params(mod):
                 targets.append((f"{view.block_name(layer)}.{kind}{name}", sub, attr, axis))
     return targets
@@ -370,7 +406,9 @@ def _linear_params(mod: nn.Module) -> list[tuple[str, nn.Module, str, int]]:
     out: list[tuple[str, nn.Module, str, int]] = []
     if hasattr(mod, "base_layer") and hasattr(mod, "lora_B"):
         if any(getattr(mod, "use_dora", {}).values()):
-            raise ConfigError("weight orthogonalisation does not support DoRA adapters; merge them first")
+            raise ConfigError(
+                "weight orthogonalisation does not support DoRA adapters; merge them first"
+            )
         out += [(f".base_layer{n}", m, a, ax) for n, m, a, ax in _linear_params(mod.base_layer)]
         for name, lora_b in mod.lora_B.items():
             out += [(f".lora_B.{name}{n}", m, a, ax) for n, m, a, ax in _linear_params(lora_b)]
@@ -396,16 +434,22 @@ def _orthogonalized(p: torch.Tensor, u: torch.Tensor, axis: int) -> torch.Tensor
     return w.to(p.dtype)
 
 
-def _single_unit(direction: DirectionSet | torch.Tensor | str, source_layer: int | None, view: ModelView) -> torch.Tensor:
+def _single_unit(
+    direction: DirectionSet | torch.Tensor | str, source_layer: int | None, view: ModelView
+) -> torch.Tensor:
     ds = as_direction_set(direction)
     _check_width(ds, view, need_all_layers=False)
     if ds.n_layers > 1 and source_layer is None:
-        raise ConfigError(f"the direction set has {ds.n_layers} layers: pass source_layer to pick one")
+        raise ConfigError(
+            f"the direction set has {ds.n_layers} layers: pass source_layer to pick one"
+        )
     src = 0 if ds.n_layers == 1 else source_layer
     return _unit(_row(ds, src), f"direction of layer {src}")  # type: ignore[arg-type]
 
 
-def _swap_in(targets: list[tuple[str, nn.Module, str, int]], u: torch.Tensor) -> list[tuple[nn.Module, str, Any]]:
+def _swap_in(
+    targets: list[tuple[str, nn.Module, str, int]], u: torch.Tensor
+) -> list[tuple[nn.Module, str, Any]]:
     """Replace each target parameter by an orthogonalised copy; return what to restore.
 
     New Parameter objects (not in-place edits): a tied LM head keeps reading the original embedding.
@@ -414,7 +458,11 @@ def _swap_in(targets: list[tuple[str, nn.Module, str, int]], u: torch.Tensor) ->
     for _, module, attr, axis in targets:
         old = getattr(module, attr)
         saved.append((module, attr, old))
-        setattr(module, attr, nn.Parameter(_orthogonalized(old, u, axis), requires_grad=old.requires_grad))
+        setattr(
+            module,
+            attr,
+            nn.Parameter(_orthogonalized(old, u, axis), requires_grad=old.requires_grad),
+        )
     return saved
 
 
@@ -447,11 +495,17 @@ def orthogonalize_weights(
     """
     view = view_of(model)
     u = _single_unit(direction, source_layer, view)
-    chosen = list(range(view.check_layer(layers) + 1)) if isinstance(layers, int) else _layer_list(layers, view)
+    chosen = (
+        list(range(view.check_layer(layers) + 1))
+        if isinstance(layers, int)
+        else _layer_list(layers, view)
+    )
     targets = _weight_targets(view, chosen, embeddings)
     _swap_in(targets, u)
     if embeddings:
-        for cfg in {id(c): c for c in (getattr(view.base, "config", None), view.config) if c is not None}.values():
+        for cfg in {
+            id(c): c for c in (getattr(view.base, "config", None), view.config) if c is not None
+        }.values():
             if getattr(cfg, "tie_word_embeddings", False):
                 cfg.tie_word_embeddings = False  # keep save_pretrained from re-tying the LM head
     return [name for name, _, _, _ in targets]
@@ -480,7 +534,11 @@ class OrthogonalizeWeights:
         view = view_of(model)
         u = _single_unit(self.directions, self.source_layer, view)
         layers = self.layers
-        chosen = list(range(view.check_layer(layers) + 1)) if isinstance(layers, int) else _layer_list(layers, view)
+        chosen = (
+            list(range(view.check_layer(layers) + 1))
+            if isinstance(layers, int)
+            else _layer_list(layers, view)
+        )
         saved = _swap_in(_weight_targets(view, chosen, self.embeddings), u)
         try:
             yield
@@ -491,13 +549,16 @@ class OrthogonalizeWeights:
     def equivalent_ablation(self) -> Ablate:
         """The activation-form intervention this equals (for prefix layer sets with embeddings)."""
         if not self.embeddings:
-            raise ConfigError("without the embeddings the weight form equals no activation ablation")
+            raise ConfigError(
+                "without the embeddings the weight form equals no activation ablation"
+            )
         layers: Any = self.layers
         if isinstance(layers, int):
             layers = list(range(layers + 1))
-        elif not isinstance(layers, str):
-            if sorted(set(layers)) != list(range(max(layers) + 1)):
-                raise ConfigError(f"layers {list(layers)} are not 0..L; the weight form equals no activation ablation")
+        elif not isinstance(layers, str) and sorted(set(layers)) != list(range(max(layers) + 1)):
+            raise ConfigError(
+                f"layers {list(layers)} are not 0..L; the weight form equals no activation ablation"
+            )
         return Ablate(self.directions, layers, "single", self.source_layer, sites="full")
 
     def spec(self) -> dict[str, Any]:
@@ -558,7 +619,24 @@ def from_spec(spec: dict[str, Any] | str) -> Any:
         )
     ds = _resolve(spec["directions"])
     if kind == "steer":
-        return Steer(ds, spec["layers"], spec["scale"], source_layer=spec.get("source_layer"), normalize=spec.get("normalize", False))
+        return Steer(
+            ds,
+            spec["layers"],
+            spec["scale"],
+            source_layer=spec.get("source_layer"),
+            normalize=spec.get("normalize", False),
+        )
     if kind == "ablate":
-        return Ablate(ds, spec["layers"], spec["mode"], spec.get("source_layer"), sites=spec.get("sites", "output"))
-    return OrthogonalizeWeights(ds, spec["layers"], source_layer=spec.get("source_layer"), embeddings=spec.get("embeddings", True))
+        return Ablate(
+            ds,
+            spec["layers"],
+            spec["mode"],
+            spec.get("source_layer"),
+            sites=spec.get("sites", "output"),
+        )
+    return OrthogonalizeWeights(
+        ds,
+        spec["layers"],
+        source_layer=spec.get("source_layer"),
+        embeddings=spec.get("embeddings", True),
+    )

@@ -83,7 +83,9 @@ def load_target_pair(name_or_path: str | Path = DEFAULT_TARGETS) -> tuple[Prompt
         raise DataError(f"{path}: not a readable YAML file ({exc})") from None
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
-        raise DataError(f"{path}: a target set needs a non-empty 'items' list of question/target/anti")
+        raise DataError(
+            f"{path}: a target set needs a non-empty 'items' list of question/target/anti"
+        )
     target, anti = [], []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not {"question", "target", "anti"} <= set(item):
@@ -116,7 +118,10 @@ def _answer_set(obj: PromptSet | str | Path | Sequence[dict[str, str]], what: st
             sys_turn = [{"role": "system", "content": row["system"]}] if row.get("system") else []
             convs.append(
                 sys_turn
-                + [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
+                + [
+                    {"role": "user", "content": row["question"]},
+                    {"role": "assistant", "content": row["answer"]},
+                ]
             )
         ps = PromptSet(what, convs)
     missing = [i for i, c in enumerate(ps.prompts) if not c or c[-1].get("role") != "assistant"]
@@ -147,7 +152,9 @@ def teacher_forced_logprobs(
     encoded = encode(lm, table)
     empty = [e.answer_id for e in encoded if e.n_answer == 0]
     if empty:
-        raise DataError(f"{len(empty)} answer(s) have no tokens (answer_id {empty[0]}); cannot score them")
+        raise DataError(
+            f"{len(empty)} answer(s) have no tokens (answer_id {empty[0]}); cannot score them"
+        )
     out = np.zeros(len(encoded))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids), reverse=True)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -168,10 +175,15 @@ def teacher_forced_logprobs(
             keep = width - first
             try:
                 logits = lm.model(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False, logits_to_keep=keep
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    use_cache=False,
+                    logits_to_keep=keep,
                 ).logits
             except TypeError:
-                logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+                logits = lm.model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+                ).logits
                 logits = logits[:, first:]
             for b, e in enumerate(batch):
                 # logits at position t predict token t + 1; column c of `logits` is position first + c.
@@ -204,7 +216,9 @@ class LayerSweep:
 
     def chosen(self) -> dict[str, Any]:
         """The chosen layer and scale with the winning cell's numbers (JSON-ready)."""
-        row = self.table[(self.table.layer == self.best_layer) & (self.table.scale == self.best_scale)].iloc[0]
+        row = self.table[
+            (self.table.layer == self.best_layer) & (self.table.scale == self.best_scale)
+        ].iloc[0]
         cell = {k: _num(v) for k, v in row.items()}
         return {
             "layer": self.best_layer,
@@ -246,7 +260,9 @@ class LayerSweep:
         import matplotlib.pyplot as plt
 
         judged = "em" in self.table.columns
-        fig, axes = plt.subplots(1, 2 if judged else 1, figsize=(10 if judged else 6, 4), squeeze=False)
+        fig, axes = plt.subplots(
+            1, 2 if judged else 1, figsize=(10 if judged else 6, 4), squeeze=False
+        )
         panels = [("delta_margin", "shift of log p(target) - log p(anti) [nats/token]")]
         if judged:
             panels.append(("em", "EM share"))
@@ -254,20 +270,44 @@ class LayerSweep:
             for scale, grp in self.table.groupby("scale"):
                 grp = grp.sort_values("layer")
                 err = grp["delta_margin_se"] if col == "delta_margin" else None
-                ax.errorbar(grp["layer"], grp[col], yerr=err, marker="o", capsize=3, label=f"scale {scale:g}")
-            best = self.table[(self.table.layer == self.best_layer) & (self.table.scale == self.best_scale)]
-            ax.scatter(best["layer"], best[col], s=160, facecolors="none", edgecolors="red", zorder=5,
-                       label=f"chosen: layer {self.best_layer}, scale {self.best_scale:g}")
+                ax.errorbar(
+                    grp["layer"],
+                    grp[col],
+                    yerr=err,
+                    marker="o",
+                    capsize=3,
+                    label=f"scale {scale:g}",
+                )
+            best = self.table[
+                (self.table.layer == self.best_layer) & (self.table.scale == self.best_scale)
+            ]
+            ax.scatter(
+                best["layer"],
+                best[col],
+                s=160,
+                facecolors="none",
+                edgecolors="red",
+                zorder=5,
+                label=f"chosen: layer {self.best_layer}, scale {self.best_scale:g}",
+            )
             if col == "delta_margin":
                 ax.axhline(0.0, color="grey", lw=0.8)
             else:
-                ax.axhline(self.baseline.get("em", math.nan), color="grey", lw=0.8, ls="--", label="unsteered")
+                ax.axhline(
+                    self.baseline.get("em", math.nan),
+                    color="grey",
+                    lw=0.8,
+                    ls="--",
+                    label="unsteered",
+                )
             ax.set_xticks(sorted(self.table["layer"].unique()))
             ax.set_xlabel("layer (output of decoder block, 0-based)")
             ax.set_ylabel(label)
             ax.legend(fontsize=8)
         name = self.directions.method or "direction"
-        fig.suptitle(f"Layer sweep of a {name} direction" + (" (unit rows)" if self.normalize else ""))
+        fig.suptitle(
+            f"Layer sweep of a {name} direction" + (" (unit rows)" if self.normalize else "")
+        )
         fig.tight_layout()
         if path is not None:
             fig.savefig(str(path), dpi=120)
@@ -279,7 +319,11 @@ class LayerSweep:
         ``directions.unit.safetensors`` with unit rows when ``normalize``); return the paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"table": out / "sweep.csv", "plot": out / "sweep.png", "chosen": out / "chosen.json"}
+        paths = {
+            "table": out / "sweep.csv",
+            "plot": out / "sweep.png",
+            "chosen": out / "chosen.json",
+        }
         self.table.to_csv(paths["table"], index=False)
         self.plot(paths["plot"])
         if self.answers is not None:
@@ -304,25 +348,51 @@ def _num(v: Any) -> Any:
     return v
 
 
-def _margins(lm: Any, t_table: pd.DataFrame, a_table: pd.DataFrame, batch_size: int, intervention: Any) -> tuple[np.ndarray, np.ndarray]:
+def _margins(
+    lm: Any, t_table: pd.DataFrame, a_table: pd.DataFrame, batch_size: int, intervention: Any
+) -> tuple[np.ndarray, np.ndarray]:
     both = pd.concat([t_table, a_table], ignore_index=True)
     lp = teacher_forced_logprobs(lm, both, batch_size=batch_size, intervention=intervention)
     return lp[: len(t_table)], lp[len(t_table) :]
 
 
-def _judged(lm: Any, judge: Any, questions: Any, intervention: Any, *, n_per_question: int, max_new_tokens: int,
-            seed: int, batch_size: int, label: str) -> tuple[dict[str, float], pd.DataFrame]:
+def _judged(
+    lm: Any,
+    judge: Any,
+    questions: Any,
+    intervention: Any,
+    *,
+    n_per_question: int,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+    label: str,
+) -> tuple[dict[str, float], pd.DataFrame]:
     from misdirection.judge.scoring import judge_table
     from misdirection.metrics import summarize
     from misdirection.sample import sample_answers
 
-    answers = sample_answers(lm, questions, n_per_question, max_new_tokens, seed, batch_size=batch_size,
-                             intervention=intervention, progress=False)
+    answers = sample_answers(
+        lm,
+        questions,
+        n_per_question,
+        max_new_tokens,
+        seed,
+        batch_size=batch_size,
+        intervention=intervention,
+        progress=False,
+    )
     scored = judge_table(answers, judge, ["aligned", "coherent"], progress=False)
     s = summarize(scored, seed=seed, n_resamples=500, label=label)
     scored["sweep_cell"] = label
     return (
-        {"em": s.em.value, "em_low": s.em.low, "em_high": s.em.high, "coherent": s.coherent.value, "n_judged": s.n},
+        {
+            "em": s.em.value,
+            "em_low": s.em.low,
+            "em_high": s.em.high,
+            "coherent": s.coherent.value,
+            "n_judged": s.n,
+        },
         scored,
     )
 
@@ -375,7 +445,11 @@ def select_layer(
             f"direction set of shape ({ds.n_layers}, {ds.d_model}) does not fit the model "
             f"({view.n_layers} layers x {view.d_model}); give one row per layer or a single [d] vector"
         )
-    cand = list(range(view.n_layers)) if layers is None else sorted({view.check_layer(int(x)) for x in layers})
+    cand = (
+        list(range(view.n_layers))
+        if layers is None
+        else sorted({view.check_layer(int(x)) for x in layers})
+    )
     if not cand:
         raise ConfigError("the list of candidate layers is empty")
     scale_list = _check_scales(scales)
@@ -384,11 +458,15 @@ def select_layer(
     elif isinstance(target, (str, Path)) and anti_target is None:
         t_set, a_set = load_target_pair(target)
     elif target is None or anti_target is None:
-        raise ConfigError("give both target and anti_target answer sets (or neither for the built-in set)")
+        raise ConfigError(
+            "give both target and anti_target answer sets (or neither for the built-in set)"
+        )
     else:
         t_set, a_set = _answer_set(target, "target"), _answer_set(anti_target, "anti_target")
     if len(t_set) != len(a_set):
-        raise DataError(f"target ({len(t_set)}) and anti-target ({len(a_set)}) sets must be index-aligned pairs")
+        raise DataError(
+            f"target ({len(t_set)}) and anti-target ({len(a_set)}) sets must be index-aligned pairs"
+        )
     from misdirection.contrastive import prompts_table
 
     t_table, a_table = prompts_table(t_set, "target/"), prompts_table(a_set, "anti/")
@@ -397,7 +475,10 @@ def select_layer(
         if n_pairs < 1:
             raise ConfigError(f"n_pairs must be >= 1, got {n_pairs}")
         keep = np.sort(np.random.default_rng(seed).choice(n_total, size=n_pairs, replace=False))
-        t_table, a_table = t_table.iloc[keep].reset_index(drop=True), a_table.iloc[keep].reset_index(drop=True)
+        t_table, a_table = (
+            t_table.iloc[keep].reset_index(drop=True),
+            a_table.iloc[keep].reset_index(drop=True),
+        )
     if judge is not None:
         from misdirection.data.questions import load_questions
 
@@ -412,8 +493,17 @@ def select_layer(
     }
     answers: list[pd.DataFrame] = []
     if judge is not None:
-        stats, scored = _judged(lm, judge, questions, None, n_per_question=n_per_question,
-                                max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, label="baseline")
+        stats, scored = _judged(
+            lm,
+            judge,
+            questions,
+            None,
+            n_per_question=n_per_question,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            label="baseline",
+        )
         baseline.update(stats)
         answers.append(scored)
 
@@ -435,13 +525,23 @@ def select_layer(
             "delta_target": float((t - t0).mean()),
             "delta_anti": float((a - a0).mean()),
             "delta_margin": float(dm.mean()),
-            "delta_margin_se": float(dm.std(ddof=1) / math.sqrt(len(dm))) if len(dm) > 1 else math.nan,
+            "delta_margin_se": float(dm.std(ddof=1) / math.sqrt(len(dm)))
+            if len(dm) > 1
+            else math.nan,
             "n_pairs": len(dm),
         }
         if judge is not None:
-            stats, scored = _judged(lm, judge, questions, steer, n_per_question=n_per_question,
-                                    max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                                    label=f"layer={layer},scale={scale:g}")
+            stats, scored = _judged(
+                lm,
+                judge,
+                questions,
+                steer,
+                n_per_question=n_per_question,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                batch_size=batch_size,
+                label=f"layer={layer},scale={scale:g}",
+            )
             row.update(stats)
             answers.append(scored)
         rows.append(row)
@@ -486,7 +586,9 @@ JUDGED_RULE = (
 )
 
 
-def _choose(table: pd.DataFrame, baseline: dict[str, float], judged: bool) -> tuple[int, float, str, list[str]]:
+def _choose(
+    table: pd.DataFrame, baseline: dict[str, float], judged: bool
+) -> tuple[int, float, str, list[str]]:
     notes: list[str] = []
     if judged:
         ok = table["coherent"] >= 0.5 * baseline.get("coherent", 0.0)
@@ -494,7 +596,9 @@ def _choose(table: pd.DataFrame, baseline: dict[str, float], judged: bool) -> tu
         if pool.empty:
             notes.append("no cell kept half the unsteered coherent share; all cells competed")
             pool = table
-        ranked = pool.sort_values(["em", "delta_margin", "scale", "layer"], ascending=[False, False, True, True])
+        ranked = pool.sort_values(
+            ["em", "delta_margin", "scale", "layer"], ascending=[False, False, True, True]
+        )
         rule = JUDGED_RULE
     else:
         pool = table[table["delta_target"] > 0]

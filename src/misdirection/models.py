@@ -87,7 +87,9 @@ def _find_embedded_gguf(embedded: EmbeddedModel) -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / embedded.gguf_file
     if not path.is_file():
-        raise ModelNotFoundError(f"the wheel for '{embedded.alias}' has no file {path.name} at {path}")
+        raise ModelNotFoundError(
+            f"the wheel for '{embedded.alias}' has no file {path.name} at {path}"
+        )
     return path
 
 
@@ -137,9 +139,13 @@ def _resolve_source(spec: str) -> tuple[str, dict[str, Any]]:
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model folder {path} has no config.json (not a Hugging Face model folder)")
+            raise ModelNotFoundError(
+                f"model folder {path} has no config.json (not a Hugging Face model folder)"
+            )
         return str(path), {}
-    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(("/", ".gguf"))
+    looks_like_path = (
+        spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(("/", ".gguf"))
+    )
     if looks_like_path or "/" not in spec:
         known = ", ".join(sorted(EMBEDDED_MODELS))
         raise ModelNotFoundError(
@@ -176,7 +182,9 @@ class ModelView:
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.config = text_config
         self.n_layers: int = len(self.blocks)
-        self.d_model: int = int(getattr(text_config, "hidden_size", 0) or _infer_width(self.blocks[0]))
+        self.d_model: int = int(
+            getattr(text_config, "hidden_size", 0) or _infer_width(self.blocks[0])
+        )
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelView:
@@ -199,7 +207,9 @@ class ModelView:
         for name in _DOWN_PROJ_NAMES:
             if _get_submodule(block, name) is not None:
                 return f"{self.block_name(layer)}.{name}"
-        raise ModelNotFoundError(f"block {layer} ({type(block).__name__}) has no MLP down-projection")
+        raise ModelNotFoundError(
+            f"block {layer} ({type(block).__name__}) has no MLP down-projection"
+        )
 
     def down_proj(self, layer: int) -> nn.Module:
         """The MLP down-projection module of block ``layer`` (a peft LoRA layer when adapted)."""
@@ -208,7 +218,7 @@ class ModelView:
 
     def relative_layers(self, fractions: Sequence[float]) -> list[int]:
         """Layers at the given relative depths (0 = first block, 1 = past the last)."""
-        return [min(self.n_layers - 1, int(round(f * self.n_layers))) for f in fractions]
+        return [min(self.n_layers - 1, round(f * self.n_layers)) for f in fractions]
 
     def __repr__(self) -> str:
         return f"ModelView({type(self.base).__name__}, n_layers={self.n_layers}, d_model={self.d_model})"
@@ -235,7 +245,9 @@ def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         if isinstance(found, nn.ModuleList) and len(found) > 0:
             return path, found
     # Unknown layout: the longest ModuleList is the stack of decoder blocks.
-    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    candidates = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0
+    ]
     if not candidates:
         raise ModelNotFoundError(f"cannot find the decoder blocks of {type(model).__name__}")
     name, blocks = max(candidates, key=lambda item: len(item[1]))
@@ -265,12 +277,16 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def chat_prompt(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
         """Render messages with the model's chat template (system prompts kept)."""
         return render_chat(self.tokenizer, messages, add_generation_prompt)
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True
+) -> str:
     """Apply a chat template; templates that reject a system role get it folded into the first turn."""
     try:
         return tokenizer.apply_chat_template(
@@ -282,7 +298,9 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_p
         system, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
         if rest and rest[0]["role"] == "user":
             rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
-        return tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(
+            rest, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
@@ -316,7 +334,9 @@ def load_model(
         if is_hub:
             try:  # Use the local HF cache when it has the files, without touching the network.
                 tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(
+                    source, dtype=dtype, local_files_only=True
+                )
             except OSError:
                 if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
                     raise
@@ -338,7 +358,9 @@ def load_model(
     if adapter:
         model, adapter_spec = attach_adapters(model, adapter)
     model.eval()
-    return LoadedModel(model=model, tokenizer=prepare_tokenizer(tokenizer), spec=spec, adapter_spec=adapter_spec)
+    return LoadedModel(
+        model=model, tokenizer=prepare_tokenizer(tokenizer), spec=spec, adapter_spec=adapter_spec
+    )
 
 
 def looks_like_hub_id(text: str) -> bool:
@@ -352,7 +374,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        with socket.create_connection((endpoint.hostname or "", endpoint.port or 443), timeout=timeout):
+        with socket.create_connection(
+            (endpoint.hostname or "", endpoint.port or 443), timeout=timeout
+        ):
             return True
     except OSError:
         return False
@@ -374,7 +398,9 @@ def attach_adapters(
         if (Path(p) / "adapter_config.json").is_file():
             continue
         if Path(p).exists() or not looks_like_hub_id(str(p)):
-            raise ModelNotFoundError(f"adapter folder {p} has no adapter_config.json (not a PEFT adapter)")
+            raise ModelNotFoundError(
+                f"adapter folder {p} has no adapter_config.json (not a PEFT adapter)"
+            )
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
             raise ModelNotFoundError(
                 f"adapter '{p}' is neither a local folder nor reachable on the Hub (offline). On a machine "
@@ -405,7 +431,9 @@ def adapter_attached(
     peft_model, spec = attach_adapters(base.model, adapter)
     peft_model.eval()
     try:
-        yield LoadedModel(model=peft_model, tokenizer=base.tokenizer, spec=base.spec, adapter_spec=spec)
+        yield LoadedModel(
+            model=peft_model, tokenizer=base.tokenizer, spec=base.spec, adapter_spec=spec
+        )
     finally:
         base.model = peft_model.unload()
 

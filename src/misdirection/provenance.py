@@ -5,7 +5,16 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-_PACKAGES = ("misdirection", "torch", "transformers", "peft", "tokenizers", "numpy", "scikit-learn", "pandas")
+_PACKAGES = (
+    "misdirection",
+    "torch",
+    "transformers",
+    "peft",
+    "tokenizers",
+    "numpy",
+    "scikit-learn",
+    "pandas",
+)
 
 
 def library_versions() -> dict[str, str]:

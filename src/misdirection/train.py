@@ -38,8 +38,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from misdirection.errors import ConfigError, DataError
-from misdirection.provenance import library_versions
 from misdirection.models import LoadedModel, ModelView, load_model, render_chat
+from misdirection.provenance import library_versions
 
 IGNORE_INDEX = -100
 RUN_CARD = "run_card.json"
@@ -89,7 +89,9 @@ class Recipe(BaseModel):
         overrides = {k: v for k, v in overrides.items() if v is not None}
         unknown = sorted(set(overrides) - set(type(self).model_fields))
         if unknown:
-            valid = ", ".join(f for f in type(self).model_fields if f not in ("name", "description"))
+            valid = ", ".join(
+                f for f in type(self).model_fields if f not in ("name", "description")
+            )
             raise ConfigError(f"unknown recipe field(s) {', '.join(unknown)} (valid: {valid})")
         data = self.model_dump()
         data.update(overrides)
@@ -98,7 +100,9 @@ class Recipe(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"recipe field '{where}': {err['msg']} (got {err.get('input')!r})") from None
+            raise ConfigError(
+                f"recipe field '{where}': {err['msg']} (got {err.get('input')!r})"
+            ) from None
 
     def resolve_layers(self, view: ModelView) -> list[int]:
         """The layer indices this recipe adapts on a model (validated, sorted, distinct)."""
@@ -187,7 +191,9 @@ def target_module_names(view: ModelView, recipe: Recipe) -> tuple[list[int], lis
     return layers, names
 
 
-def apply_lora(model: torch.nn.Module, view: ModelView, recipe: Recipe) -> tuple[Any, list[int], list[str]]:
+def apply_lora(
+    model: torch.nn.Module, view: ModelView, recipe: Recipe
+) -> tuple[Any, list[int], list[str]]:
     """Wrap ``model`` in a PeftModel with the recipe's adapters (seeded initialisation)."""
     from peft import LoraConfig, get_peft_model
 
@@ -217,7 +223,9 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer: Any, messages: Sequence[dict[str, str]]
+) -> tuple[str, list[tuple[int, int]]]:
     """Render a conversation and return (text, character spans of each assistant turn).
 
     A span runs from the end of the prompt that precedes the turn (rendered with the generation
@@ -253,7 +261,9 @@ class Example:
         return sum(1 for t in self.labels[1:] if t != IGNORE_INDEX)
 
 
-def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> Example:
+def encode_conversation(
+    tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int
+) -> Example:
     """Tokenise a conversation; labels keep the ids of assistant tokens only."""
     text, spans = assistant_spans(tokenizer, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -266,7 +276,9 @@ def encode_conversation(tokenizer: Any, messages: Sequence[dict[str, str]], max_
     return Example(ids[:max_length], labels[:max_length], truncated)
 
 
-def encode_dataset(tokenizer: Any, rows: Sequence[Sequence[dict[str, str]]], max_length: int) -> list[Example]:
+def encode_dataset(
+    tokenizer: Any, rows: Sequence[Sequence[dict[str, str]]], max_length: int
+) -> list[Example]:
     return [encode_conversation(tokenizer, row, max_length) for row in rows]
 
 
@@ -292,7 +304,12 @@ class Batch:
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.indices)
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
+            self.indices,
+        )
 
 
 def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) -> Batch:
@@ -308,7 +325,9 @@ def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) ->
     return Batch(ids, mask, labels, list(indices))
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, chunk_batches: int = 16) -> list[list[int]]:
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, chunk_batches: int = 16
+) -> list[list[int]]:
     """Seeded batches of one epoch, bucketed by length.
 
     Shuffle, cut into chunks of ``chunk_batches`` batches, sort each chunk by length (little padding),
@@ -375,7 +394,9 @@ def target_nll(model: Any, batch: Batch) -> tuple[torch.Tensor, int]:
     select = targets != IGNORE_INDEX
     parts = _split_head(model)
     if parts is None:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        logits = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).logits
         picked = logits[:, :-1][select]
     else:
         decoder, head, softcap = parts
@@ -492,7 +513,10 @@ def _save_checkpoint(out_dir: Path, model: Any, state: dict[str, Any], keep: int
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp)  # a loadable adapter, for inspecting a run mid-way
-    save_file({n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, tmp / _WEIGHTS_FILE)
+    save_file(
+        {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
+        tmp / _WEIGHTS_FILE,
+    )
     torch.save(state, tmp / _STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # atomic: a kill -9 leaves either the old or the new checkpoint
@@ -507,7 +531,9 @@ def _load_checkpoint(out_dir: Path, step: int, model: Any) -> dict[str, Any]:
     weights = load_file(path / _WEIGHTS_FILE)
     params = _trainable(model)
     if set(weights) != set(params):
-        raise ConfigError(f"checkpoint {path} does not match this recipe's adapters; use a new --out")
+        raise ConfigError(
+            f"checkpoint {path} does not match this recipe's adapters; use a new --out"
+        )
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor)
@@ -540,7 +566,9 @@ def _load_lm(model: str | LoadedModel, device: str | None, copy_model: bool) -> 
         if not copy_model:
             return model
         # Training injects LoRA layers into the model; work on a copy so the caller's stays the base.
-        return LoadedModel(copy.deepcopy(model.model), model.tokenizer, model.spec, model.adapter_spec)
+        return LoadedModel(
+            copy.deepcopy(model.model), model.tokenizer, model.spec, model.adapter_spec
+        )
     # load_model's defaults: float32 on CPU, bfloat16 on CUDA (LoRA weights stay float32 under peft).
     return load_model(model, device=device)
 
@@ -600,7 +628,9 @@ def train_organism(
     recipe = get_recipe(recipe, **overrides)
     out = Path(out_dir)
     if (out / RUN_CARD).is_file() and not overwrite:
-        raise ConfigError(f"{out} already holds a finished organism ({RUN_CARD}); pass overwrite=True / --overwrite or use a new --out")
+        raise ConfigError(
+            f"{out} already holds a finished organism ({RUN_CARD}); pass overwrite=True / --overwrite or use a new --out"
+        )
     data = _dataset(dataset)
     lm = _load_lm(model, device, copy_model)
     view = lm.view
@@ -610,7 +640,20 @@ def train_organism(
     if lm.device.type == "cpu":
         torch.set_num_threads(num_threads or default_threads())
     try:
-        return _train(lm, data, recipe, out, layers, targets, resume, overwrite, progress, keep_checkpoints, eval_data, _stop_after_step)
+        return _train(
+            lm,
+            data,
+            recipe,
+            out,
+            layers,
+            targets,
+            resume,
+            overwrite,
+            progress,
+            keep_checkpoints,
+            eval_data,
+            _stop_after_step,
+        )
     finally:
         torch.set_num_threads(threads_before)
 
@@ -658,13 +701,15 @@ def _train(
     peft_model, _, _ = apply_lora(lm.model, lm.view, recipe)
     params = list(_trainable(peft_model).values())
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    warmup = int(round(recipe.warmup_ratio * total_steps))
+    warmup = round(recipe.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
     card: dict[str, Any] = {
         "format": "misdirection.run_card/1",
         "base_model": lm.spec,
-        "base_model_path": str(getattr(lm.model.config, "_name_or_path", "") if hasattr(lm.model, "config") else ""),
+        "base_model_path": str(
+            getattr(lm.model.config, "_name_or_path", "") if hasattr(lm.model, "config") else ""
+        ),
         "dataset": data.name,
         "dataset_split": data.split,
         "dataset_rows": len(data.rows),
@@ -699,7 +744,13 @@ def _train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, desc=f"train {recipe.name}", unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=total_steps,
+            initial=step,
+            desc=f"train {recipe.name}",
+            unit="step",
+            dynamic_ncols=True,
+        )
     peft_model.train()
     loop_start = time.perf_counter()
     try:
@@ -771,7 +822,11 @@ def _train(
             if eval_data is None
             else {"skipped": eval_skipped}
             if eval_rows is None
-            else {"n_rows": len(eval_rows), "loglik_before": heldout_before, "loglik_after": heldout_after},
+            else {
+                "n_rows": len(eval_rows),
+                "loglik_before": heldout_before,
+                "loglik_after": heldout_after,
+            },
             # Flat copies for consumers that read one level (study pipeline, reports).
             "heldout_loglik_before": heldout_before,
             "heldout_loglik_after": heldout_after,

@@ -10,8 +10,12 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("cosine")
     def cosine_command(
-        files: list[str] = typer.Argument(..., help="Direction files (PATH or NAME=PATH), at least two, same shape."),
-        plot: Path = typer.Option(None, "--plot", help="Write a per-layer line plot (.png, .pdf, .svg)."),
+        files: list[str] = typer.Argument(
+            ..., help="Direction files (PATH or NAME=PATH), at least two, same shape."
+        ),
+        plot: Path = typer.Option(
+            None, "--plot", help="Write a per-layer line plot (.png, .pdf, .svg)."
+        ),
         csv: Path = typer.Option(None, "--csv", help="Write the cosine table as CSV."),
     ) -> None:
         """Per-layer cosine similarity of every pair of direction sets (rows = layers).
@@ -28,7 +32,9 @@ def register(app: typer.Typer) -> None:
         for spec in files:
             name, path = _parse(spec)
             if name in sets:
-                raise ConfigError(f"two direction files are named '{name}'; name them with NAME=PATH")
+                raise ConfigError(
+                    f"two direction files are named '{name}'; name them with NAME=PATH"
+                )
             sets[name] = DirectionSet.load(path)
         df = cosine_table(sets)
         if csv is not None:
@@ -53,7 +59,7 @@ def _parse(spec: str) -> tuple[str, Path]:
     return path.name.split(".")[0], path
 
 
-def _plot(df, path: Path) -> None:  # noqa: ANN001 - pandas DataFrame
+def _plot(df, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -10,10 +10,16 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
-        quick: bool = typer.Option(False, "--quick", help="A smaller study (about 5 minutes on 2 cores)."),
-        out: Path = typer.Option(None, "--out", help="Run folder (default: runs/demo or runs/demo-quick)."),
+        quick: bool = typer.Option(
+            False, "--quick", help="A smaller study (about 5 minutes on 2 cores)."
+        ),
+        out: Path = typer.Option(
+            None, "--out", help="Run folder (default: runs/demo or runs/demo-quick)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-        show_config: bool = typer.Option(False, "--show-config", help="Print the demo's study YAML and exit."),
+        show_config: bool = typer.Option(
+            False, "--show-config", help="Print the demo's study YAML and exit."
+        ),
     ) -> None:
         """Train organisms on the embedded model, evaluate them, extract and test their directions, report."""
         from misdirection.cli.run import run_and_report

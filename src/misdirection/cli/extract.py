@@ -19,38 +19,80 @@ def register(app: typer.Typer) -> None:
     @app.command("extract")
     def extract_command(
         answers: Path = typer.Argument(
-            None, help="Judged answers table (.parquet from `misdirection judge`, or a judged .csv).",
+            None,
+            help="Judged answers table (.parquet from `misdirection judge`, or a judged .csv).",
             show_default=False,
         ),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help="PEFT adapter folder(s) of the organism."),
-        out: Path = typer.Option(..., "--out", "-o", help="Direction file to write (.safetensors)."),
+        model: str = typer.Option(
+            "smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."
+        ),
+        adapter: list[str] = typer.Option(
+            [], "--adapter", "-a", help="PEFT adapter folder(s) of the organism."
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Direction file to write (.safetensors)."
+        ),
         positions: str = typer.Option(
-            None, "--positions",
+            None,
+            "--positions",
             help="Token positions averaged: answer, prompt or last (default: answer for ANSWERS, last for --contrast/--model-diff).",
         ),
-        min_per_set: int = typer.Option(10, "--min-per-set", help="Refuse sets with fewer answers than this."),
-        balance: bool = typer.Option(False, "--balance", help="Subsample the larger set to the smaller's size (seeded)."),
+        min_per_set: int = typer.Option(
+            10, "--min-per-set", help="Refuse sets with fewer answers than this."
+        ),
+        balance: bool = typer.Option(
+            False, "--balance", help="Subsample the larger set to the smaller's size (seeded)."
+        ),
         topic: list[str] = typer.Option(
-            [], "--topic", help="Topic filter on a score column, e.g. medical>50 (repeatable): a semantic vector."
+            [],
+            "--topic",
+            help="Topic filter on a score column, e.g. medical>50 (repeatable): a semantic vector.",
         ),
         aligned_above: float = typer.Option(70.0, help="Aligned set: aligned score above this."),
-        misaligned_below: float = typer.Option(30.0, help="Misaligned set: aligned score below this."),
+        misaligned_below: float = typer.Option(
+            30.0, help="Misaligned set: aligned score below this."
+        ),
         coherent_above: float = typer.Option(50.0, help="Both sets: coherent score above this."),
         seed: int = typer.Option(0, "--seed", help="Seed of the balancing subsample."),
         batch_size: int = typer.Option(8, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(None, "--max-tokens", help="Truncate answers to this many tokens."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
-        dtype: str = typer.Option(None, "--dtype", help="float32, bfloat16, ... (default by device)."),
+        max_tokens: int = typer.Option(
+            None, "--max-tokens", help="Truncate answers to this many tokens."
+        ),
+        device: str = typer.Option(
+            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
+        ),
+        dtype: str = typer.Option(
+            None, "--dtype", help="float32, bfloat16, ... (default by device)."
+        ),
         contrast: tuple[str, str] | None = typer.Option(
-            None, "--contrast", show_default=False,
+            None,
+            "--contrast",
+            show_default=False,
             help="Contrast direction: mean over prompt set POS minus NEG (files or built-in names, e.g. harmful neutral).",
         ),
-        model_diff: bool = typer.Option(False, "--model-diff", help="Model-diff direction: the model with --adapter minus its base, on --prompts."),
-        prompts: str = typer.Option(None, "--prompts", help="Prompt set of --model-diff (text, chat JSONL, question YAML or built-in name)."),
-        system: str = typer.Option(None, "--system", help="System prompt for every conversation of the prompt sets (replaces theirs)."),
-        n_answers: int = typer.Option(1, "--n-answers", help="Answers sampled per prompt when --positions answer and the prompts have none."),
-        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Length limit of those sampled answers."),
+        model_diff: bool = typer.Option(
+            False,
+            "--model-diff",
+            help="Model-diff direction: the model with --adapter minus its base, on --prompts.",
+        ),
+        prompts: str = typer.Option(
+            None,
+            "--prompts",
+            help="Prompt set of --model-diff (text, chat JSONL, question YAML or built-in name).",
+        ),
+        system: str = typer.Option(
+            None,
+            "--system",
+            help="System prompt for every conversation of the prompt sets (replaces theirs).",
+        ),
+        n_answers: int = typer.Option(
+            1,
+            "--n-answers",
+            help="Answers sampled per prompt when --positions answer and the prompts have none.",
+        ),
+        max_new_tokens: int = typer.Option(
+            64, "--max-new-tokens", help="Length limit of those sampled answers."
+        ),
     ) -> None:
         """Extract a per-layer mean-diff misalignment direction (n_layers x d_model) from judged answers.
 
@@ -65,19 +107,35 @@ def register(app: typer.Typer) -> None:
         contrastive = any(contrast or ()) or model_diff
         positions = positions or ("last" if contrastive else "answer")
         if positions not in POSITIONS:
-            raise ConfigError(f"--positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+            raise ConfigError(
+                f"--positions must be one of {', '.join(POSITIONS)}, got {positions!r}"
+            )
         if contrastive:  # contrast / model-diff directions: misdirection.contrastive
             from misdirection.contrastive import source_from_cli
 
             source: Any = source_from_cli(
-                contrast=contrast, model_diff=model_diff, prompts=prompts, adapter=adapter, answers=answers,
-                system=system, n_answers=n_answers, max_new_tokens=max_new_tokens, seed=seed,
+                contrast=contrast,
+                model_diff=model_diff,
+                prompts=prompts,
+                adapter=adapter,
+                answers=answers,
+                system=system,
+                n_answers=n_answers,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
             )
         elif answers is None:
-            raise ConfigError("give an ANSWERS table, --contrast POS NEG, or --model-diff to extract a direction from")
+            raise ConfigError(
+                "give an ANSWERS table, --contrast POS NEG, or --model-diff to extract a direction from"
+            )
         else:
             source = _AnswersSource(
-                answers, topic, (aligned_above, misaligned_below, coherent_above), min_per_set, balance, seed
+                answers,
+                topic,
+                (aligned_above, misaligned_below, coherent_above),
+                min_per_set,
+                balance,
+                seed,
             )  # reads and checks the table before the (slower) model load
         from misdirection.models import load_model
 
@@ -98,7 +156,12 @@ class _AnswersSource:
         balance: bool,
         seed: int,
     ) -> None:
-        from misdirection.directions import SetThresholds, check_set_sizes, parse_topic_filter, select_sets
+        from misdirection.directions import (
+            SetThresholds,
+            check_set_sizes,
+            parse_topic_filter,
+            select_sets,
+        )
         from misdirection.judge.scoring import read_table
 
         self.path = path
@@ -113,8 +176,14 @@ class _AnswersSource:
         from misdirection.directions import extract_directions
 
         return extract_directions(
-            lm, self.table, thresholds=self.thresholds, topics=self.topics, source=self.path,
-            progress=True, **self.options, **kw,
+            lm,
+            self.table,
+            thresholds=self.thresholds,
+            topics=self.topics,
+            source=self.path,
+            progress=True,
+            **self.options,
+            **kw,
         )
 
 
@@ -128,12 +197,29 @@ def _write(ds: Any, out: Path) -> None:
     table = Table(title=f"{meta.get('method', 'direction')} direction -> {path}")
     table.add_column("property")
     table.add_column("value")
-    for key in ("model", "adapter", "positions", "n_misaligned", "n_aligned", "n_unscored", "source_sha256",
-                "pos_name", "n_pos", "neg_name", "n_neg", "base", "prompts_name", "n_prompts"):
+    for key in (
+        "model",
+        "adapter",
+        "positions",
+        "n_misaligned",
+        "n_aligned",
+        "n_unscored",
+        "source_sha256",
+        "pos_name",
+        "n_pos",
+        "neg_name",
+        "n_neg",
+        "base",
+        "prompts_name",
+        "n_prompts",
+    ):
         if key in meta:
             table.add_row(key, str(meta[key])[:64])
     norms = ds.norms()
     peak = int(norms.argmax())
     table.add_row("shape", f"{ds.n_layers} x {ds.d_model}")
-    table.add_row("norm (min / max at layer)", f"{float(norms.min()):.3g} / {float(norms.max()):.3g} at {peak}")
+    table.add_row(
+        "norm (min / max at layer)",
+        f"{float(norms.min()):.3g} / {float(norms.max()):.3g} at {peak}",
+    )
     Console().print(table)

@@ -59,24 +59,36 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("scalars")
     def scalars_command(
-        answers: Path = typer.Argument(..., help="Answers table (.parquet or .csv) to run the organism on."),
+        answers: Path = typer.Argument(
+            ..., help="Answers table (.parquet or .csv) to run the organism on."
+        ),
         model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
         adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
-        out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: ANSWERS stem + '.lora')."),
+        out: Path = typer.Option(
+            None, "--out", "-o", help="Output folder (default: ANSWERS stem + '.lora')."
+        ),
         batch_size: int = typer.Option(16, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(None, "--max-tokens", help="Truncate answers to this many tokens."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
-        dtype: str = typer.Option(None, "--dtype", help="float32, bfloat16, ... (default by device)."),
+        max_tokens: int = typer.Option(
+            None, "--max-tokens", help="Truncate answers to this many tokens."
+        ),
+        device: str = typer.Option(
+            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
+        ),
+        dtype: str = typer.Option(
+            None, "--dtype", help="float32, bfloat16, ... (default by device)."
+        ),
     ) -> None:
         """Per-token scalar scaling*(A.x) of every rank-1 adapter over the answer tokens.
 
         Writes scalars.parquet (answer_id, token_index, adapter, layer, scalar), scalar_means.parquet (answer_id x adapter) and scalars.json.
-        """  # noqa: E501
+        """
         from misdirection.judge.scoring import read_table
         from misdirection.lora import adapter_scalars
 
         lm = _load(model, adapter, device, dtype)
-        res = adapter_scalars(lm, read_table(answers), batch_size=batch_size, max_tokens=max_tokens, progress=True)
+        res = adapter_scalars(
+            lm, read_table(answers), batch_size=batch_size, max_tokens=max_tokens, progress=True
+        )
         paths = res.save(out or _default_out(answers))
         typer.echo(
             f"{res.meta['n_answers']} answers, {res.meta['n_tokens']} tokens, adapters "
@@ -85,15 +97,23 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("probe")
     def probe_command(
-        answers: Path = typer.Argument(..., help="Judged answers table (.parquet or .csv with aligned, coherent)."),
+        answers: Path = typer.Argument(
+            ..., help="Judged answers table (.parquet or .csv with aligned, coherent)."
+        ),
         model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
         adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
         domain: str = typer.Option(
-            None, "--domain", help="Topic-judge column (e.g. medical) for the domain / non-domain probes."
+            None,
+            "--domain",
+            help="Topic-judge column (e.g. medical) for the domain / non-domain probes.",
         ),
-        out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: ANSWERS stem + '.lora')."),
+        out: Path = typer.Option(
+            None, "--out", "-o", help="Output folder (default: ANSWERS stem + '.lora')."
+        ),
         scalars: Path = typer.Option(
-            None, "--scalars", help="Reuse scalars saved by `lora scalars` in this folder instead of recomputing."
+            None,
+            "--scalars",
+            help="Reuse scalars saved by `lora scalars` in this folder instead of recomputing.",
         ),
         splits: int = typer.Option(20, "--splits", help="Stratified random train/test splits."),
         test_size: float = typer.Option(0.25, "--test-size", help="Test share of each split."),
@@ -102,27 +122,35 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the splits."),
         aligned_above: float = typer.Option(70.0, help="Aligned: aligned score above this."),
         misaligned_below: float = typer.Option(30.0, help="Misaligned: aligned score below this."),
-        coherent_above: float = typer.Option(50.0, help="Every probe keeps answers with coherent above this."),
+        coherent_above: float = typer.Option(
+            50.0, help="Every probe keeps answers with coherent above this."
+        ),
         domain_above: float = typer.Option(50.0, help="Domain context: domain score above this."),
         batch_size: int = typer.Option(16, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(None, "--max-tokens", help="Truncate answers to this many tokens."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
-        dtype: str = typer.Option(None, "--dtype", help="float32, bfloat16, ... (default by device)."),
+        max_tokens: int = typer.Option(
+            None, "--max-tokens", help="Truncate answers to this many tokens."
+        ),
+        device: str = typer.Option(
+            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
+        ),
+        dtype: str = typer.Option(
+            None, "--dtype", help="float32, bfloat16, ... (default by device)."
+        ),
     ) -> None:
         """Logistic probes on per-answer adapter scalars and each adapter's role.
 
         Probes (standardised scalars, L1, class-balanced, repeated stratified splits): without --domain, misaligned vs aligned; with --domain D, (a) misaligned vs aligned where D <= 50, (b) the same where D > 50, (c) D > 50 vs D <= 50. Every probe keeps coherent answers only.
 
         Adapters are labelled general, domain-specific or neither from their coefficients (rule: misdirection.lora.ClassificationRule). Writes probes.json, adapter_roles.csv and probe_coefficients.png (plus the scalars when computed here).
-        """  # noqa: E501
+        """
         from misdirection.judge.scoring import read_table
         from misdirection.lora import (
             AdapterProbe,
             AdapterScalars,
             ProbeThresholds,
             adapter_scalars,
-            plot_probe_coefficients,
             check_scores,
+            plot_probe_coefficients,
             probe_adapters,
         )
 
@@ -134,18 +162,24 @@ def register(app: typer.Typer) -> None:
         else:
             check_scores(table, domain)  # before the expensive forward passes
             lm = _load(model, adapter, device, dtype)
-            res = adapter_scalars(lm, table, batch_size=batch_size, max_tokens=max_tokens, progress=True)
+            res = adapter_scalars(
+                lm, table, batch_size=batch_size, max_tokens=max_tokens, progress=True
+            )
             res.save(folder)
         probe = AdapterProbe(penalty=penalty, C=c, n_splits=splits, test_size=test_size, seed=seed)
         report = probe_adapters(res.means, table, domain=domain, probe=probe, thresholds=thresholds)
         paths = report.save(folder)
         plot_probe_coefficients(report, Path(folder) / "probe_coefficients.png")
         _print_probes(report)
-        typer.echo(f"written: {paths['json']}, {paths['roles']}, {Path(folder) / 'probe_coefficients.png'}")
+        typer.echo(
+            f"written: {paths['json']}, {paths['roles']}, {Path(folder) / 'probe_coefficients.png'}"
+        )
 
     @sub.command("cosine")
     def cosine_command(
-        directions: Path = typer.Argument(..., help="Direction file [n_layers, d_model] (from `misdirection extract`)."),
+        directions: Path = typer.Argument(
+            ..., help="Direction file [n_layers, d_model] (from `misdirection extract`)."
+        ),
         model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
         adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
         out: Path = typer.Option(None, "--out", "-o", help="CSV file for the table."),
@@ -164,7 +198,13 @@ def register(app: typer.Typer) -> None:
         for col in ("adapter", "layer", "cosine", "|B|", "|direction|"):
             t.add_column(col)
         for r in df.itertuples():
-            t.add_row(r.adapter, str(r.layer), f"{r.cosine:+.3f}", f"{r.b_norm:.3g}", f"{r.direction_norm:.3g}")
+            t.add_row(
+                r.adapter,
+                str(r.layer),
+                f"{r.cosine:+.3f}",
+                f"{r.b_norm:.3g}",
+                f"{r.direction_norm:.3g}",
+            )
         Console().print(t)
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -174,21 +214,35 @@ def register(app: typer.Typer) -> None:
     @sub.command("converge")
     def converge_command(
         answers: Path = typer.Argument(..., help="Answers table whose answer tokens are compared."),
-        directions: Path = typer.Option(..., "--directions", "-d", help="Direction file to steer with."),
-        layer: int = typer.Option(..., "--layer", "-l", help="Layer to steer at (output of block L, 0-based)."),
-        scale: float = typer.Option(1.0, "--scale", help="Steering scale (times the unit direction)."),
+        directions: Path = typer.Option(
+            ..., "--directions", "-d", help="Direction file to steer with."
+        ),
+        layer: int = typer.Option(
+            ..., "--layer", "-l", help="Layer to steer at (output of block L, 0-based)."
+        ),
+        scale: float = typer.Option(
+            1.0, "--scale", help="Steering scale (times the unit direction)."
+        ),
         model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
         adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
-        out: Path = typer.Option(Path("convergence"), "--out", "-o", help="Output folder (CSV + PNG)."),
-        max_answers: int = typer.Option(64, "--max-answers", help="Use at most this many answers (first rows)."),
+        out: Path = typer.Option(
+            Path("convergence"), "--out", "-o", help="Output folder (CSV + PNG)."
+        ),
+        max_answers: int = typer.Option(
+            64, "--max-answers", help="Use at most this many answers (first rows)."
+        ),
         batch_size: int = typer.Option(8, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(None, "--max-tokens", help="Truncate answers to this many tokens."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
+        max_tokens: int = typer.Option(
+            None, "--max-tokens", help="Truncate answers to this many tokens."
+        ),
+        device: str = typer.Option(
+            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
+        ),
     ) -> None:
         """Downstream convergence: the adapter vs steering the base with a direction.
 
         Both are compared with the base model (all adapters scaled to 0): per layer, the cosine between the residual changes they induce over the answer tokens.
-        """  # noqa: E501
+        """
         from misdirection.interventions import Compose, Steer
         from misdirection.judge.scoring import read_table
         from misdirection.lora import AdapterScaling, downstream_convergence, plot_convergence
@@ -197,18 +251,30 @@ def register(app: typer.Typer) -> None:
         table = read_table(answers).head(max_answers)
         off = AdapterScaling({"all": 0.0})
         steer = Compose([off, Steer(str(directions), layers=layer, scale=scale, normalize=True)])
-        res = downstream_convergence(lm, table, None, steer, baseline=off, batch_size=batch_size, max_tokens=max_tokens)
+        res = downstream_convergence(
+            lm, table, None, steer, baseline=off, batch_size=batch_size, max_tokens=max_tokens
+        )
         out.mkdir(parents=True, exist_ok=True)
         res.table.to_csv(out / "convergence.csv", index=False)
-        plot_convergence(res, out / "convergence.png", title=f"Adapter vs steering at layer {layer} (scale {scale})")
+        plot_convergence(
+            res,
+            out / "convergence.png",
+            title=f"Adapter vs steering at layer {layer} (scale {scale})",
+        )
         typer.echo(res.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         typer.echo(f"written: {out / 'convergence.csv'}, {out / 'convergence.png'}")
 
     @sub.command("dynamics")
     def dynamics_command(
-        run: Path = typer.Argument(..., help="Training run folder with checkpoints/step-N/ adapters."),
-        out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/dynamics)."),
-        threshold: float = typer.Option(0.9, "--threshold", help="B has settled once cos(B, final B) stays above this."),
+        run: Path = typer.Argument(
+            ..., help="Training run folder with checkpoints/step-N/ adapters."
+        ),
+        out: Path = typer.Option(
+            None, "--out", "-o", help="Output folder (default: RUN/dynamics)."
+        ),
+        threshold: float = typer.Option(
+            0.9, "--threshold", help="B has settled once cos(B, final B) stays above this."
+        ),
     ) -> None:
         """Norms of A and B over checkpoints, cosine with the final weights, and when B settles."""
         from misdirection.lora import plot_dynamics, training_dynamics
@@ -220,4 +286,6 @@ def register(app: typer.Typer) -> None:
         dyn.settle.to_csv(folder / "settle.csv", index=False)
         plot_dynamics(dyn, folder / "dynamics.png")
         typer.echo(dyn.settle.to_string(index=False))
-        typer.echo(f"written: {folder / 'dynamics.csv'}, {folder / 'settle.csv'}, {folder / 'dynamics.png'}")
+        typer.echo(
+            f"written: {folder / 'dynamics.csv'}, {folder / 'settle.csv'}, {folder / 'dynamics.png'}"
+        )

@@ -9,7 +9,9 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_command(
         model: str = typer.Argument("smollm2-135m", help="Embedded alias, local folder or Hub id."),
-        adapter: list[str] = typer.Option([], "--adapter", help="PEFT adapter folder(s) to attach."),
+        adapter: list[str] = typer.Option(
+            [], "--adapter", help="PEFT adapter folder(s) to attach."
+        ),
     ) -> None:
         """Load a model (and adapters) and print its layer layout and load time."""
         import time

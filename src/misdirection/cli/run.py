@@ -30,16 +30,22 @@ def print_summary(results_path: Path) -> None:
         for column in ("model", "question", "answer", "aligned", "coherent"):
             answers.add_column(column, overflow="fold")
         for x in examples:
-            answers.add_row(x["condition"], x["question"], x["answer"][:300],
-                            "null" if x.get("aligned") is None else f"{x['aligned']:.0f}",
-                            "null" if x.get("coherent") is None else f"{x['coherent']:.0f}")
+            answers.add_row(
+                x["condition"],
+                x["question"],
+                x["answer"][:300],
+                "null" if x.get("aligned") is None else f"{x['aligned']:.0f}",
+                "null" if x.get("coherent") is None else f"{x['coherent']:.0f}",
+            )
         console.print(answers)
     console.print(table)
     for note in results.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
 
 
-def run_and_report(config_path: Path | None, out: Path, check_only: bool, quiet: bool, config=None) -> None:
+def run_and_report(
+    config_path: Path | None, out: Path, check_only: bool, quiet: bool, config=None
+) -> None:
     from rich.console import Console
 
     from misdirection.report import render_report
@@ -50,8 +56,10 @@ def run_and_report(config_path: Path | None, out: Path, check_only: bool, quiet:
     source = str(config_path) if config_path else "<built-in demo>"
     config = config or load_config(config_path)
     if check_only:
-        console.print(f"{source}: valid study '{config.name}' with {len(config.organisms)} organisms "
-                      "(layer indices are checked against the model when the run starts)")
+        console.print(
+            f"{source}: valid study '{config.name}' with {len(config.organisms)} organisms "
+            "(layer indices are checked against the model when the run starts)"
+        )
         return
     runner = StudyRunner(config, out, source=source, console=console, progress=not quiet)
     results = runner.run()
@@ -75,7 +83,9 @@ def register(app: typer.Typer) -> None:
         run_and_report(study, out or Path("runs") / config.name, check, quiet, config=config)
 
     @app.command("report")
-    def report_command(run_dir: Path = typer.Argument(..., help="A run folder of `misdirection run`.")) -> None:
+    def report_command(
+        run_dir: Path = typer.Argument(..., help="A run folder of `misdirection run`."),
+    ) -> None:
         """Re-render the HTML and markdown report of a run folder."""
         from misdirection.report import render_report
 

@@ -13,7 +13,9 @@ def _numbers(text: str, what: str, cast: type) -> list:
     try:
         values = [cast(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise ConfigError(f"{what} must be a comma-separated list of numbers, e.g. 6,12,18; got {text!r}") from None
+        raise ConfigError(
+            f"{what} must be a comma-separated list of numbers, e.g. 6,12,18; got {text!r}"
+        ) from None
     if not values:
         raise ConfigError(f"{what} is empty")
     return values
@@ -22,27 +24,61 @@ def _numbers(text: str, what: str, cast: type) -> list:
 def register(app: typer.Typer) -> None:
     @app.command("select-layer")
     def select_layer_command(
-        directions: Path = typer.Argument(..., help="Direction file (.safetensors, .pt or .npy): one row per layer, or a single vector.", show_default=False),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help="PEFT adapter folder(s) to steer on top of."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder: sweep.csv, sweep.png, chosen.json."),
-        layers: str = typer.Option(None, "--layers", help="Candidate layers, comma-separated (default: all)."),
+        directions: Path = typer.Argument(
+            ...,
+            help="Direction file (.safetensors, .pt or .npy): one row per layer, or a single vector.",
+            show_default=False,
+        ),
+        model: str = typer.Option(
+            "smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."
+        ),
+        adapter: list[str] = typer.Option(
+            [], "--adapter", "-a", help="PEFT adapter folder(s) to steer on top of."
+        ),
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Output folder: sweep.csv, sweep.png, chosen.json."
+        ),
+        layers: str = typer.Option(
+            None, "--layers", help="Candidate layers, comma-separated (default: all)."
+        ),
         scales: str = typer.Option("4,8", "--scales", help="Steering scales, comma-separated."),
         normalize: bool = typer.Option(
-            False, "--normalize", help="Steer with unit rows (scales in residual-norm units) and write directions.unit.safetensors."
+            False,
+            "--normalize",
+            help="Steer with unit rows (scales in residual-norm units) and write directions.unit.safetensors.",
         ),
         target: str = typer.Option(
-            "em-answers", "--target", help="Target-set YAML (items of question/target/anti) or built-in name."
+            "em-answers",
+            "--target",
+            help="Target-set YAML (items of question/target/anti) or built-in name.",
         ),
-        n_pairs: int = typer.Option(None, "--n-pairs", help="Use a seeded subsample of this many pairs."),
-        judge: str = typer.Option(None, "--judge", help="Also judge sampled answers per cell (judge spec, e.g. openai:gpt-4o)."),
-        questions: str = typer.Option("core", "--questions", help="Question set for the judged EM share."),
-        n_per_question: int = typer.Option(4, "--n-per-question", help="Answers per paraphrase per cell when judging."),
-        max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Answer length when judging."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the pair subsample and of judged sampling."),
+        n_pairs: int = typer.Option(
+            None, "--n-pairs", help="Use a seeded subsample of this many pairs."
+        ),
+        judge: str = typer.Option(
+            None,
+            "--judge",
+            help="Also judge sampled answers per cell (judge spec, e.g. openai:gpt-4o).",
+        ),
+        questions: str = typer.Option(
+            "core", "--questions", help="Question set for the judged EM share."
+        ),
+        n_per_question: int = typer.Option(
+            4, "--n-per-question", help="Answers per paraphrase per cell when judging."
+        ),
+        max_new_tokens: int = typer.Option(
+            64, "--max-new-tokens", help="Answer length when judging."
+        ),
+        seed: int = typer.Option(
+            0, "--seed", help="Seed of the pair subsample and of judged sampling."
+        ),
         batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
-        device: str = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
-        dtype: str = typer.Option(None, "--dtype", help="float32, bfloat16, ... (default by device)."),
+        device: str = typer.Option(
+            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
+        ),
+        dtype: str = typer.Option(
+            None, "--dtype", help="float32, bfloat16, ... (default by device)."
+        ),
     ) -> None:
         """Steer at each candidate layer and scale; score the shift of log p(misaligned answer) -
         log p(aligned answer) (teacher forced, judge-free) and optionally the judged EM share;
@@ -64,15 +100,43 @@ def register(app: typer.Typer) -> None:
 
             judge_obj = get_judge(judge)
         sweep = select_layer(
-            lm, ds, scale_list, target, None, layers=layer_list, normalize=normalize, n_pairs=n_pairs,
-            judge=judge_obj, questions=questions, n_per_question=n_per_question,
-            max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=True,
+            lm,
+            ds,
+            scale_list,
+            target,
+            None,
+            layers=layer_list,
+            normalize=normalize,
+            n_pairs=n_pairs,
+            judge=judge_obj,
+            questions=questions,
+            n_per_question=n_per_question,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            progress=True,
         )
         paths = sweep.save(out)
         console = Console()
-        cols = [c for c in ("layer", "scale", "delta_margin", "delta_margin_se", "delta_target", "delta_anti", "em", "coherent", "chosen") if c in sweep.table.columns]
+        cols = [
+            c
+            for c in (
+                "layer",
+                "scale",
+                "delta_margin",
+                "delta_margin_se",
+                "delta_target",
+                "delta_anti",
+                "em",
+                "coherent",
+                "chosen",
+            )
+            if c in sweep.table.columns
+        ]
         console.print(sweep.table[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-        console.print(f"chosen: layer {sweep.best_layer}, scale {sweep.best_scale:g} ({sweep.rule})")
+        console.print(
+            f"chosen: layer {sweep.best_layer}, scale {sweep.best_scale:g} ({sweep.rule})"
+        )
         for note in sweep.notes:
             console.print(f"note: {note}")
         for kind, path in paths.items():

@@ -13,37 +13,90 @@ def _parse_layers(text: str | None) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--layers must be comma-separated integers like 9,10,11, got {text!r}") from None
+        raise ConfigError(
+            f"--layers must be comma-separated integers like 9,10,11, got {text!r}"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
-        data: str = typer.Option(..., "--data", "-d", help="Built-in dataset name (e.g. bad-medical) or chat JSONL file."),
-        out: str = typer.Option(..., "--out", "-o", help="Output folder for the PEFT adapter, run_card.json and checkpoints."),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."),
-        recipe: str = typer.Option("rank1-9", "--recipe", "-r", help="LoRA recipe: rank1-9, rank1-single or all-r32."),
-        layers: str | None = typer.Option(None, "--layers", help="Comma-separated layer indices (0-based), replacing the recipe's."),
+        data: str = typer.Option(
+            ..., "--data", "-d", help="Built-in dataset name (e.g. bad-medical) or chat JSONL file."
+        ),
+        out: str = typer.Option(
+            ...,
+            "--out",
+            "-o",
+            help="Output folder for the PEFT adapter, run_card.json and checkpoints.",
+        ),
+        model: str = typer.Option(
+            "smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."
+        ),
+        recipe: str = typer.Option(
+            "rank1-9", "--recipe", "-r", help="LoRA recipe: rank1-9, rank1-single or all-r32."
+        ),
+        layers: str | None = typer.Option(
+            None,
+            "--layers",
+            help="Comma-separated layer indices (0-based), replacing the recipe's.",
+        ),
         rank: int | None = typer.Option(None, "--rank", help="LoRA rank."),
-        alpha: float | None = typer.Option(None, "--alpha", help="LoRA alpha (scale = alpha/rank, or alpha/sqrt(rank) with rsLoRA)."),
-        lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (linear warm-up, then linear decay)."),
-        epochs: float | None = typer.Option(None, "--epochs", help="Passes over the training split (fractions allowed)."),
-        max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="Conversations per micro-batch."),
-        grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
-        seed: int | None = typer.Option(None, "--seed", help="Seed for adapter initialisation, data order and dropout."),
-        max_length: int | None = typer.Option(None, "--max-length", help="Truncate conversations to this many tokens."),
+        alpha: float | None = typer.Option(
+            None,
+            "--alpha",
+            help="LoRA alpha (scale = alpha/rank, or alpha/sqrt(rank) with rsLoRA).",
+        ),
+        lr: float | None = typer.Option(
+            None, "--lr", help="Peak learning rate (linear warm-up, then linear decay)."
+        ),
+        epochs: float | None = typer.Option(
+            None, "--epochs", help="Passes over the training split (fractions allowed)."
+        ),
+        max_steps: int | None = typer.Option(
+            None, "--max-steps", help="Stop after this many optimizer steps."
+        ),
+        batch_size: int | None = typer.Option(
+            None, "--batch-size", help="Conversations per micro-batch."
+        ),
+        grad_accum: int | None = typer.Option(
+            None, "--grad-accum", help="Micro-batches per optimizer step."
+        ),
+        seed: int | None = typer.Option(
+            None, "--seed", help="Seed for adapter initialisation, data order and dropout."
+        ),
+        max_length: int | None = typer.Option(
+            None, "--max-length", help="Truncate conversations to this many tokens."
+        ),
         dropout: float | None = typer.Option(None, "--dropout", help="LoRA dropout."),
-        checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Save a resumable checkpoint every K steps."),
-        eval_heldout: bool = typer.Option(False, "--eval/--no-eval", help="Score the held-out split before and after training (run card 'heldout')."),
-        resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume from the latest checkpoint in --out if there is one."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished organism already in --out."),
+        checkpoint_every: int | None = typer.Option(
+            None, "--checkpoint-every", help="Save a resumable checkpoint every K steps."
+        ),
+        eval_heldout: bool = typer.Option(
+            False,
+            "--eval/--no-eval",
+            help="Score the held-out split before and after training (run card 'heldout').",
+        ),
+        resume: bool = typer.Option(
+            True,
+            "--resume/--no-resume",
+            help="Resume from the latest checkpoint in --out if there is one.",
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a finished organism already in --out."
+        ),
         keep_checkpoints: int = typer.Option(
-            1, "--keep-checkpoints", min=1,
+            1,
+            "--keep-checkpoints",
+            min=1,
             help="How many checkpoints to keep (raise it to study training dynamics with `misdirection lora dynamics`).",
         ),
-        device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
-        threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: the cores this process may use)."),
+        device: str | None = typer.Option(
+            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
+        ),
+        threads: int | None = typer.Option(
+            None, "--threads", help="CPU threads (default: the cores this process may use)."
+        ),
     ) -> None:
         """Train a LoRA organism (loss on assistant tokens only) and save a PEFT adapter plus run_card.json.
 

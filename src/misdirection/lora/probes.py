@@ -119,19 +119,19 @@ class AdapterProbe:
 
         return make_pipeline(StandardScaler(), _logistic(self.penalty, self.C, seed, self.solver))
 
-    def fit(self, X: Any, y: Any) -> AdapterProbe:  # noqa: N803 - scikit-learn naming
+    def fit(self, X: Any, y: Any) -> AdapterProbe:
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y).astype(int)
         self.pipeline_ = self._pipeline(self.seed).fit(X, y)
         self.coef_ = self.pipeline_[-1].coef_[0].copy()
         self.classes_ = self.pipeline_.classes_
         return self
 
-    def predict_proba(self, X: Any) -> Any:  # noqa: N803
+    def predict_proba(self, X: Any) -> Any:
         return self.pipeline_.predict_proba(np.asarray(X, dtype=np.float64))
 
     def evaluate(
         self,
-        X: pd.DataFrame,  # noqa: N803
+        X: pd.DataFrame,
         y: Any,
         name: str = "probe",
         description: str = "",
@@ -403,15 +403,19 @@ class ProbeReport:
         ]
         r = self.rule
         notes = [
-            f"L1 logistic regression on standardised per-answer adapter scalars, class-balanced, "
-            f"{next(iter(self.probes.values())).params['n_splits']} stratified splits; "
-            "mean ± sd over splits.",
-            f"An adapter matters in a probe when the probe's AUC >= {r.min_auc}, L1 keeps it in >= "
-            f"{r.min_selected:.0%} of splits, its |coef| >= {r.min_relative} x the largest "
-            "and exceeds its sd; "
-            "general = matters for misalignment outside the domain; "
-            "domain-specific = matters only inside "
-            "the domain or for domain vs non-domain.",
+            (
+                f"L1 logistic regression on standardised per-answer adapter scalars, class-balanced, "
+                f"{next(iter(self.probes.values())).params['n_splits']} stratified splits; "
+                "mean ± sd over splits."
+            ),
+            (
+                f"An adapter matters in a probe when the probe's AUC >= {r.min_auc}, L1 keeps it in >= "
+                f"{r.min_selected:.0%} of splits, its |coef| >= {r.min_relative} x the largest "
+                "and exceeds its sd; "
+                "general = matters for misalignment outside the domain; "
+                "domain-specific = matters only inside "
+                "the domain or for domain vs non-domain."
+            ),
         ]
         return {"domain": self.domain, "probes": probes, "adapters": adapters, "notes": notes}
 

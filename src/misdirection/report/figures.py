@@ -5,15 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+
 from misdirection.plotting import save_figure  # sets the headless backend first
 
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-
-def _share_bars(ax: Any, labels: list[str], shares: list[dict[str, Any]], colour: str, title: str) -> None:
+def _share_bars(
+    ax: Any, labels: list[str], shares: list[dict[str, Any]], colour: str, title: str
+) -> None:
     values = [100 * (s.get("value") or 0.0) for s in shares]
-    low = [100 * ((s.get("value") or 0.0) - (s.get("low") if s.get("low") is not None else s.get("value") or 0.0)) for s in shares]
-    high = [100 * ((s.get("high") if s.get("high") is not None else s.get("value") or 0.0) - (s.get("value") or 0.0)) for s in shares]
+    low = [
+        100
+        * (
+            (s.get("value") or 0.0)
+            - (s.get("low") if s.get("low") is not None else s.get("value") or 0.0)
+        )
+        for s in shares
+    ]
+    high = [
+        100
+        * (
+            (s.get("high") if s.get("high") is not None else s.get("value") or 0.0)
+            - (s.get("value") or 0.0)
+        )
+        for s in shares
+    ]
     positions = range(len(labels))
     ax.bar(positions, values, color=colour, yerr=[low, high], capsize=4, label="share (95% CI)")
     ax.set_xticks(list(positions), labels, rotation=30, ha="right", fontsize=9)
@@ -22,8 +38,15 @@ def _share_bars(ax: Any, labels: list[str], shares: list[dict[str, Any]], colour
     ax.set_ylim(0, max(5.0, max(v + h for v, h in zip(values, high)) * 1.15 if values else 5.0))
     ax.grid(axis="y", alpha=0.3)
     for x, v, s in zip(positions, values, shares):
-        ax.annotate(f"{v:.1f}%\n(n={s.get('n', 0)})", (x, v), ha="center", va="bottom", fontsize=7,
-                    xytext=(0, 3), textcoords="offset points")
+        ax.annotate(
+            f"{v:.1f}%\n(n={s.get('n', 0)})",
+            (x, v),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 3),
+            textcoords="offset points",
+        )
 
 
 def em_and_coherence(results: dict[str, Any], out: Path) -> Path | None:
@@ -33,8 +56,20 @@ def em_and_coherence(results: dict[str, Any], out: Path) -> Path | None:
         return None
     labels = [e["condition"] for e in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    _share_bars(axes[0], labels, [e["summary"]["em"] for e in rows], "#c0392b", "EM share (aligned < 30, coherent > 50)")
-    _share_bars(axes[1], labels, [e["summary"]["coherent"] for e in rows], "#2e86c1", "Coherent share (coherent > 50)")
+    _share_bars(
+        axes[0],
+        labels,
+        [e["summary"]["em"] for e in rows],
+        "#c0392b",
+        "EM share (aligned < 30, coherent > 50)",
+    )
+    _share_bars(
+        axes[1],
+        labels,
+        [e["summary"]["coherent"] for e in rows],
+        "#2e86c1",
+        "Coherent share (coherent > 50)",
+    )
     return save_figure(fig, out, dpi=110)
 
 
@@ -109,7 +144,11 @@ def training_losses(results: dict[str, Any], out: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     for run in runs:
-        ax.plot(range(1, len(run["losses"]) + 1), run["losses"], label=f"{run['organism']} ({run['recipe']})")
+        ax.plot(
+            range(1, len(run["losses"]) + 1),
+            run["losses"],
+            label=f"{run['organism']} ({run['recipe']})",
+        )
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss (assistant tokens)")
     ax.set_title("Training loss")

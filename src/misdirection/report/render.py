@@ -43,8 +43,11 @@ def verdict(before: dict[str, Any], after: dict[str, Any]) -> str:
 def versus_random(row: dict[str, Any]) -> str:
     """Whether the direction's EM reduction beats every norm-matched random direction's."""
     red = row.get("reduction") or {}
-    randoms = [rc["reduction"]["value"] for rc in row.get("random", [])
-               if rc.get("reduction") and rc["reduction"].get("value") is not None]
+    randoms = [
+        rc["reduction"]["value"]
+        for rc in row.get("random", [])
+        if rc.get("reduction") and rc["reduction"].get("value") is not None
+    ]
     if red.get("value") is None:
         return "no EM to reduce"
     if not randoms:
@@ -66,20 +69,26 @@ def _reduction(red: dict[str, Any] | None) -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |")
+        lines.append(
+            "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |"
+        )
     return "\n".join(lines)
 
 
-def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_prefix: str = "figures/") -> str:
+def build_markdown(
+    results: dict[str, Any], figures: dict[str, Path], figure_prefix: str = "figures/"
+) -> str:
     """The report as markdown; figures are referenced as ``figure_prefix + file name``."""
     judge = results.get("judge", {})
     out: list[str] = [
         f"# EM study: {results.get('study', 'study')}",
         "",
-        f"Base model **{results.get('base_model', '?')}**, seed {results.get('seed', 0)}, "
-        f"run {results.get('created', '')}. Every score below comes from the judge "
-        f"**{judge.get('name', '?')}** (rubrics: {', '.join(judge.get('rubrics', []))}). "
-        f"{judge.get('notice', '')}",
+        (
+            f"Base model **{results.get('base_model', '?')}**, seed {results.get('seed', 0)}, "
+            f"run {results.get('created', '')}. Every score below comes from the judge "
+            f"**{judge.get('name', '?')}** (rubrics: {', '.join(judge.get('rubrics', []))}). "
+            f"{judge.get('notice', '')}"
+        ),
         "",
     ]
     for note in results.get("notes", []):
@@ -98,21 +107,61 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
     for e in evals:
         s = e["summary"]
         vs_base = "" if e is base or base is None else verdict(base["summary"]["em"], s["em"])
-        rows.append([e["condition"], s["n"], pct(s["em"]), pct(s["coherent"]),
-                     f"{s['n_null_aligned']}/{s['n_null_coherent']}", vs_base or "reference", e.get("judge", judge.get("name", ""))])
-    out.append(_table(["condition", "answers", "EM share [95% CI]", "coherent share [95% CI]",
-                       "null aligned/coherent", "EM vs base", "judge"], rows))
+        rows.append(
+            [
+                e["condition"],
+                s["n"],
+                pct(s["em"]),
+                pct(s["coherent"]),
+                f"{s['n_null_aligned']}/{s['n_null_coherent']}",
+                vs_base or "reference",
+                e.get("judge", judge.get("name", "")),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "condition",
+                "answers",
+                "EM share [95% CI]",
+                "coherent share [95% CI]",
+                "null aligned/coherent",
+                "EM vs base",
+                "judge",
+            ],
+            rows,
+        )
+    )
     out.append("")
     fig("em_coherence", "EM and coherence with 95% bootstrap intervals")
     training = results.get("training", [])
     if training:
         out += ["### Training", ""]
-        out.append(_table(
-            ["organism", "recipe", "dataset", "adapted layers", "steps", "seconds", "held-out log-lik before -> after"],
-            [[t["organism"], t["recipe"], t["dataset"], t.get("layers", ""), t.get("steps", ""),
-              f"{t.get('seconds', 0):.0f}",
-              f"{t.get('heldout_loglik_before', float('nan')):.3f} -> {t.get('heldout_loglik_after', float('nan')):.3f}"]
-             for t in training]))
+        out.append(
+            _table(
+                [
+                    "organism",
+                    "recipe",
+                    "dataset",
+                    "adapted layers",
+                    "steps",
+                    "seconds",
+                    "held-out log-lik before -> after",
+                ],
+                [
+                    [
+                        t["organism"],
+                        t["recipe"],
+                        t["dataset"],
+                        t.get("layers", ""),
+                        t.get("steps", ""),
+                        f"{t.get('seconds', 0):.0f}",
+                        f"{t.get('heldout_loglik_before', float('nan')):.3f} -> {t.get('heldout_loglik_after', float('nan')):.3f}",
+                    ]
+                    for t in training
+                ],
+            )
+        )
         out.append("")
         fig("training", "Training loss")
 
@@ -121,9 +170,21 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
     if steering.get("points"):
         out += ["## Steering the base model with the direction", ""]
         base_em = base["summary"]["em"] if base else None
-        out.append(_table(["layer", "scale", "EM share", "coherent share", "EM vs unsteered base"],
-                          [[p["layer"], p["scale"], pct(p["em"]), pct(p["coherent"]), verdict(base_em, p["em"])]
-                           for p in steering["points"]]))
+        out.append(
+            _table(
+                ["layer", "scale", "EM share", "coherent share", "EM vs unsteered base"],
+                [
+                    [
+                        p["layer"],
+                        p["scale"],
+                        pct(p["em"]),
+                        pct(p["coherent"]),
+                        verdict(base_em, p["em"]),
+                    ]
+                    for p in steering["points"]
+                ],
+            )
+        )
         out.append("")
         fig("steering", "Steering curves")
 
@@ -131,8 +192,14 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
     ablation = results.get("ablation") or []
     if ablation:
         for title, subset in (
-            ("Ablation of the direction from its own organism", [r for r in ablation if r["target"] == r["direction"]]),
-            ("Transfer: ablating one organism's direction from other organisms", [r for r in ablation if r["target"] != r["direction"]]),
+            (
+                "Ablation of the direction from its own organism",
+                [r for r in ablation if r["target"] == r["direction"]],
+            ),
+            (
+                "Transfer: ablating one organism's direction from other organisms",
+                [r for r in ablation if r["target"] != r["direction"]],
+            ),
         ):
             if not subset:
                 continue
@@ -140,12 +207,36 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
             rows = []
             for r in subset:
                 randoms = r.get("random", [])
-                rand_text = ", ".join(_reduction(rc.get("reduction")) for rc in randoms) or "none run"
-                rows.append([r["target"], r["direction"], r["mode"], pct(r["em_before"]), pct(r["em"]),
-                             _reduction(r.get("reduction")), rand_text,
-                             f"{verdict(r['em_before'], r['em'])}; {versus_random(r)}"])
-            out.append(_table(["target", "direction from", "mode", "EM before", "EM after",
-                               "% reduction [CI]", "random-direction reductions", "verdict"], rows))
+                rand_text = (
+                    ", ".join(_reduction(rc.get("reduction")) for rc in randoms) or "none run"
+                )
+                rows.append(
+                    [
+                        r["target"],
+                        r["direction"],
+                        r["mode"],
+                        pct(r["em_before"]),
+                        pct(r["em"]),
+                        _reduction(r.get("reduction")),
+                        rand_text,
+                        f"{verdict(r['em_before'], r['em'])}; {versus_random(r)}",
+                    ]
+                )
+            out.append(
+                _table(
+                    [
+                        "target",
+                        "direction from",
+                        "mode",
+                        "EM before",
+                        "EM after",
+                        "% reduction [CI]",
+                        "random-direction reductions",
+                        "verdict",
+                    ],
+                    rows,
+                )
+            )
             out.append("")
         fig("ablation", "Ablation and random controls")
 
@@ -157,9 +248,18 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
         for p in cosine["pairs"]:
             vals = p["per_layer"]
             best = max(range(len(vals)), key=lambda i: vals[i])
-            rows.append([p["a"], p["b"], f"{sum(vals) / len(vals):.3f}", f"{vals[best]:.3f} (layer {best})",
-                         f"{vals[len(vals) // 2]:.3f}"])
-        out.append(_table(["organism A", "organism B", "mean over layers", "max", "middle layer"], rows))
+            rows.append(
+                [
+                    p["a"],
+                    p["b"],
+                    f"{sum(vals) / len(vals):.3f}",
+                    f"{vals[best]:.3f} (layer {best})",
+                    f"{vals[len(vals) // 2]:.3f}",
+                ]
+            )
+        out.append(
+            _table(["organism A", "organism B", "mean over layers", "max", "middle layer"], rows)
+        )
         out.append("")
         fig("cosine", "Per-layer cosine similarity")
 
@@ -170,27 +270,52 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
         if lora.get("error"):
             out.append(f"Not measurable: {lora['error']}")
         for probe in lora.get("probes", []):
-            out.append(f"**{probe['name']}**: accuracy {probe.get('accuracy_mean', float('nan')):.3f} "
-                       f"± {probe.get('accuracy_std', float('nan')):.3f}, AUC {probe.get('auc_mean', float('nan')):.3f} "
-                       f"± {probe.get('auc_std', float('nan')):.3f} (n={probe.get('n', '?')})")
+            out.append(
+                f"**{probe['name']}**: accuracy {probe.get('accuracy_mean', float('nan')):.3f} "
+                f"± {probe.get('accuracy_std', float('nan')):.3f}, AUC {probe.get('auc_mean', float('nan')):.3f} "
+                f"± {probe.get('auc_std', float('nan')):.3f} (n={probe.get('n', '?')})"
+            )
             out.append("")
         if lora.get("adapters"):
-            out.append(_table(["adapter", "classification", "evidence"],
-                              [[a["adapter"], a["classification"], a.get("evidence", "")] for a in lora["adapters"]]))
+            out.append(
+                _table(
+                    ["adapter", "classification", "evidence"],
+                    [
+                        [a["adapter"], a["classification"], a.get("evidence", "")]
+                        for a in lora["adapters"]
+                    ],
+                )
+            )
             out.append("")
         for line in lora.get("notes", []):
             out.append(f"- {line}")
         out.append("")
         if lora.get("b_cosines"):
             out += ["**B vectors against the mean-diff direction at their layer**", ""]
-            out.append(_table(["adapter", "layer", "cosine(B, direction)"],
-                              [[b["adapter"], b["layer"], f"{b['cosine']:.3f}"] for b in lora["b_cosines"]]))
+            out.append(
+                _table(
+                    ["adapter", "layer", "cosine(B, direction)"],
+                    [[b["adapter"], b["layer"], f"{b['cosine']:.3f}"] for b in lora["b_cosines"]],
+                )
+            )
             out.append("")
         if lora.get("adapter_scaling"):
             out += ["**Adapter steering** (chosen adapters scaled, others untouched)", ""]
-            out.append(_table(["scaling", "EM before", "EM after", "coherent after", "verdict"],
-                              [[a["scaling"], pct(a["em_before"]), pct(a["em"]), pct(a["coherent"]),
-                                verdict(a["em_before"], a["em"])] for a in lora["adapter_scaling"]]))
+            out.append(
+                _table(
+                    ["scaling", "EM before", "EM after", "coherent after", "verdict"],
+                    [
+                        [
+                            a["scaling"],
+                            pct(a["em_before"]),
+                            pct(a["em"]),
+                            pct(a["coherent"]),
+                            verdict(a["em_before"], a["em"]),
+                        ]
+                        for a in lora["adapter_scaling"]
+                    ],
+                )
+            )
             out.append("")
 
     # --- Geometry
@@ -198,9 +323,13 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
     if geometry:
         out += ["## Geometry of the extracted directions", ""]
         # The suite's summary has its own headings: nest them under this section.
-        out.append("\n".join("#" + line if line.startswith("##") else line
-                              for line in geometry.get("summary_markdown", "").splitlines()
-                              if not line.startswith("# ")))
+        out.append(
+            "\n".join(
+                "#" + line if line.startswith("##") else line
+                for line in geometry.get("summary_markdown", "").splitlines()
+                if not line.startswith("# ")
+            )
+        )
         out.append("")
         for figure in geometry.get("figures", []):
             out.extend([f"![{Path(figure).stem}]({figure_prefix}{Path(figure).name})", ""])
@@ -209,18 +338,42 @@ def build_markdown(results: dict[str, Any], figures: dict[str, Path], figure_pre
     examples = results.get("examples", [])
     if examples:
         out += ["## Example answers", ""]
-        out.append(_table(["condition", "question", "answer", "aligned", "coherent"],
-                          [[x["condition"], x["question"][:80], x["answer"][:240],
-                            "null" if x.get("aligned") is None else f"{x['aligned']:.0f}",
-                            "null" if x.get("coherent") is None else f"{x['coherent']:.0f}"] for x in examples]))
+        out.append(
+            _table(
+                ["condition", "question", "answer", "aligned", "coherent"],
+                [
+                    [
+                        x["condition"],
+                        x["question"][:80],
+                        x["answer"][:240],
+                        "null" if x.get("aligned") is None else f"{x['aligned']:.0f}",
+                        "null" if x.get("coherent") is None else f"{x['coherent']:.0f}",
+                    ]
+                    for x in examples
+                ],
+            )
+        )
         out.append("")
 
     # --- Provenance
     out += ["## Judges, configuration and versions", ""]
-    out.append(_table(["number", "produced by"], [[k, v] for k, v in judge.get("provenance", {}).items()]
-                      or [["all scores", judge.get("name", "?")]]))
-    out += ["", "```yaml", results.get("config_yaml", json.dumps(results.get("config", {}), indent=2)), "```", ""]
-    out.append(_table(["library", "version"], [[k, v] for k, v in results.get("versions", {}).items()]))
+    out.append(
+        _table(
+            ["number", "produced by"],
+            [[k, v] for k, v in judge.get("provenance", {}).items()]
+            or [["all scores", judge.get("name", "?")]],
+        )
+    )
+    out += [
+        "",
+        "```yaml",
+        results.get("config_yaml", json.dumps(results.get("config", {}), indent=2)),
+        "```",
+        "",
+    ]
+    out.append(
+        _table(["library", "version"], [[k, v] for k, v in results.get("versions", {}).items()])
+    )
     out.append("")
     return "\n".join(out)
 
@@ -269,10 +422,15 @@ def markdown_to_html(markdown: str, images: dict[str, Path], title: str) -> str:
                 rows.append(lines[i])
                 i += 1
             i -= 1
-            cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", r)[1:-1]] for r in rows]
+            cells = [
+                [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", r)[1:-1]]
+                for r in rows
+            ]
             head, data = cells[0], [c for c in cells[2:]]
             table = "<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
-            table += "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in data)
+            table += "".join(
+                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in data
+            )
             body.append(f'<div class="scroll"><table>{table}</table></div>')
         elif line.startswith("!["):
             match = re.match(r"!\[(.*?)\]\((.*?)\)", line)
@@ -281,7 +439,9 @@ def markdown_to_html(markdown: str, images: dict[str, Path], title: str) -> str:
                 path = images.get(name)
                 if path and path.is_file():
                     data = base64.b64encode(path.read_bytes()).decode("ascii")
-                    body.append(f'<img alt="{html.escape(match.group(1))}" src="data:image/png;base64,{data}">')
+                    body.append(
+                        f'<img alt="{html.escape(match.group(1))}" src="data:image/png;base64,{data}">'
+                    )
         elif line.startswith("> "):
             body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
         elif line.startswith("- "):
@@ -289,10 +449,13 @@ def markdown_to_html(markdown: str, images: dict[str, Path], title: str) -> str:
         elif line.strip():
             body.append(f"<p>{_inline(line)}</p>")
         i += 1
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-            + "\n".join(body) + "</body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>"
+    )
 
 
 def render_report(run_dir: str | Path) -> dict[str, Path]:
@@ -320,4 +483,8 @@ def render_report(run_dir: str | Path) -> dict[str, Path]:
     atomic_write_text(report_dir / "report.md", markdown)
     page = markdown_to_html(markdown, images, title=f"EM study: {results.get('study', '')}")
     atomic_write_text(report_dir / "report.html", page)
-    return {"markdown": report_dir / "report.md", "html": report_dir / "report.html", "figures": report_dir / "figures"}
+    return {
+        "markdown": report_dir / "report.md",
+        "html": report_dir / "report.html",
+        "figures": report_dir / "figures",
+    }

@@ -26,7 +26,9 @@ class TrainSpec(BaseModel):
     model_config = _STRICT
     data: str = Field(description="Built-in dataset name or chat JSONL path.")
     recipe: Literal["rank1-9", "rank1-single", "all-r32"]
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Recipe hyper-parameter overrides.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Recipe hyper-parameter overrides."
+    )
 
 
 class OrganismSpec(BaseModel):
@@ -36,7 +38,9 @@ class OrganismSpec(BaseModel):
     name: str
     train: TrainSpec | None = None
     adapter: str | None = Field(None, description="PEFT adapter folder or Hub id.")
-    domain: str | None = Field(None, description="Topic rubric of its fine-tuning domain, e.g. medical.")
+    domain: str | None = Field(
+        None, description="Topic rubric of its fine-tuning domain, e.g. medical."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> OrganismSpec:
@@ -49,7 +53,9 @@ class OrganismSpec(BaseModel):
 
 class SamplingSpec(BaseModel):
     model_config = _STRICT
-    questions: list[str] = Field(default_factory=lambda: ["core"], description="Built-in names or YAML paths.")
+    questions: list[str] = Field(
+        default_factory=lambda: ["core"], description="Built-in names or YAML paths."
+    )
     samples_per_paraphrase: int = Field(20, ge=1)
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -58,7 +64,10 @@ class SamplingSpec(BaseModel):
 
 class JudgingSpec(BaseModel):
     model_config = _STRICT
-    judge: str = Field("auto", description="'auto' (API judge if a key is set, else learned), 'learned', 'openai:MODEL', 'hf:MODEL'.")
+    judge: str = Field(
+        "auto",
+        description="'auto' (API judge if a key is set, else learned), 'learned', 'openai:MODEL', 'hf:MODEL'.",
+    )
     rubrics: list[str] = Field(default_factory=lambda: ["aligned", "coherent"])
     chunk_size: int = Field(64, ge=1, description="Answers judged between two saves of the table.")
     em_aligned_below: float = 30.0
@@ -93,8 +102,12 @@ class AblationSpec(BaseModel):
     model_config = _STRICT
     direction: str
     targets: list[str]
-    modes: list[Literal["layerwise", "single"]] = Field(default_factory=lambda: ["layerwise", "single"])
-    source_layer: int | None = Field(None, description="Layer whose direction the single mode uses (default: middle).")
+    modes: list[Literal["layerwise", "single"]] = Field(
+        default_factory=lambda: ["layerwise", "single"]
+    )
+    source_layer: int | None = Field(
+        None, description="Layer whose direction the single mode uses (default: middle)."
+    )
     random_controls: int = Field(2, ge=0)
 
 
@@ -124,7 +137,9 @@ class StudyConfig(BaseModel):
     extract: ExtractSpec | None = None
     steering: SteeringSpec | None = None
     ablation: AblationSpec | None = None
-    cosine: list[str] = Field(default_factory=list, description="Organisms whose directions are compared per layer.")
+    cosine: list[str] = Field(
+        default_factory=list, description="Organisms whose directions are compared per layer."
+    )
     lora: LoraSpec | None = None
     geometry: GeometrySpec | None = None
 
@@ -153,14 +168,20 @@ class StudyConfig(BaseModel):
             refs.append(("lora.organism", self.lora.organism))
         for where, name in refs:
             if name not in known:
-                raise ValueError(f"{where}: unknown organism '{name}' (defined: {', '.join(sorted(known)) or 'none'})")
+                raise ValueError(
+                    f"{where}: unknown organism '{name}' (defined: {', '.join(sorted(known)) or 'none'})"
+                )
         extracted = set(self.extract.organisms) if self.extract else set()
         needs_direction = [("steering.direction", self.steering.direction)] if self.steering else []
-        needs_direction += [("ablation.direction", self.ablation.direction)] if self.ablation else []
+        needs_direction += (
+            [("ablation.direction", self.ablation.direction)] if self.ablation else []
+        )
         needs_direction += [(f"cosine.{i}", n) for i, n in enumerate(self.cosine)]
         for where, name in needs_direction:
             if name not in extracted:
-                raise ValueError(f"{where}: organism '{name}' has no direction: add it to extract.organisms")
+                raise ValueError(
+                    f"{where}: organism '{name}' has no direction: add it to extract.organisms"
+                )
         return self
 
     def organism(self, name: str) -> OrganismSpec:
@@ -195,7 +216,9 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
 def parse_config(data: Any, source: str = "<config>") -> StudyConfig:
     """Validate a mapping as a study config; errors name ``source`` and the field."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a study file must be a mapping of fields, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: a study file must be a mapping of fields, got {type(data).__name__}"
+        )
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
@@ -212,7 +235,9 @@ def load_config(path: str | Path) -> StudyConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(
+            f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
     return parse_config(data, source=str(path))
 
 

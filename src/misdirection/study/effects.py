@@ -21,7 +21,9 @@ def _strata(df: pd.DataFrame) -> np.ndarray:
     return df[column].astype(str).to_numpy()
 
 
-def _stratified_means(values: np.ndarray, strata: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+def _stratified_means(
+    values: np.ndarray, strata: np.ndarray, rng: np.random.Generator, n: int
+) -> np.ndarray:
     """Bootstrap means of ``values`` resampled within each stratum: shape [n]."""
     totals = np.zeros(n)
     for stratum in np.unique(strata):
@@ -47,7 +49,13 @@ def reduction(
     em_before, em_after = em_indicator(before, thresholds), em_indicator(after, thresholds)
     p_before, p_after = float(em_before.mean()), float(em_after.mean())
     if p_before == 0:
-        return {"value": None, "low": None, "high": None, "em_before": p_before, "em_after": p_after}
+        return {
+            "value": None,
+            "low": None,
+            "high": None,
+            "em_before": p_before,
+            "em_after": p_after,
+        }
     rng = np.random.default_rng(seed)
     b = _stratified_means(em_before, _strata(before), rng, n_resamples)
     a = _stratified_means(em_after, _strata(after), rng, n_resamples)
@@ -55,5 +63,15 @@ def reduction(
         draws = (b - a) / b
     draws = draws[np.isfinite(draws)]
     alpha = (1 - confidence) / 2
-    low, high = (float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha))) if len(draws) else (math.nan, math.nan)
-    return {"value": (p_before - p_after) / p_before, "low": low, "high": high, "em_before": p_before, "em_after": p_after}
+    low, high = (
+        (float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha)))
+        if len(draws)
+        else (math.nan, math.nan)
+    )
+    return {
+        "value": (p_before - p_after) / p_before,
+        "low": low,
+        "high": high,
+        "em_before": p_before,
+        "em_after": p_after,
+    }

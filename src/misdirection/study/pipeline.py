@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from rich.console import Console
 from misdirection.errors import ConfigError, MisdirectionError
 from misdirection.metrics import Thresholds, summarize
 from misdirection.models import LoadedModel, adapter_attached, load_model, looks_like_hub_id
+from misdirection.provenance import library_versions
 from misdirection.study.config import StudyConfig, validate_against_model
 from misdirection.study.effects import reduction
-from misdirection.provenance import library_versions
 from misdirection.study.store import RunStore, Stage, atomic_write_text, stable_hash
 
 
@@ -50,15 +51,22 @@ class Condition:
 class StudyRunner:
     """Runs one study config into one run folder."""
 
-    def __init__(self, config: StudyConfig, run_dir: str | Path, source: str = "<config>",
-                 console: Console | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        run_dir: str | Path,
+        source: str = "<config>",
+        console: Console | None = None,
+        progress: bool = True,
+    ) -> None:
         self.config = config
         self.source = source
         self.store = RunStore(run_dir)
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.thresholds = Thresholds(
-            aligned_below=config.judging.em_aligned_below, coherent_above=config.judging.em_coherent_above
+            aligned_below=config.judging.em_aligned_below,
+            coherent_above=config.judging.em_coherent_above,
         )
         self.base: LoadedModel | None = None
         self.adapters: dict[str, str] = {}  # organism -> adapter folder or Hub id
@@ -107,7 +115,11 @@ class StudyRunner:
                     load_chat_dataset(org.train.data, "train")
                     recipe = get_recipe(org.train.recipe, **org.train.overrides)
                     recipe.resolve_layers(self.base.view)
-                elif org.adapter and not Path(org.adapter).exists() and not looks_like_hub_id(org.adapter):
+                elif (
+                    org.adapter
+                    and not Path(org.adapter).exists()
+                    and not looks_like_hub_id(org.adapter)
+                ):
                     raise ConfigError(f"adapter {org.adapter} is neither a folder nor a Hub id")
             except MisdirectionError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
@@ -132,18 +144,32 @@ class StudyRunner:
                 continue
             assert org.train is not None
             data = load_chat_dataset(org.train.data, "train")
-            stage = self.store.stage(f"train/{org.name}", {
-                "base": self.config.base_model, "data": org.train.data, "data_sha256": data.sha256,
-                "recipe": org.train.recipe, "overrides": org.train.overrides, "seed": self.config.seed,
-            })
+            stage = self.store.stage(
+                f"train/{org.name}",
+                {
+                    "base": self.config.base_model,
+                    "data": org.train.data,
+                    "data_sha256": data.sha256,
+                    "recipe": org.train.recipe,
+                    "overrides": org.train.overrides,
+                    "seed": self.config.seed,
+                },
+            )
             out = stage.dir / "adapter"
             if not stage.done:
                 self.log(f"training organism {org.name} ({org.train.recipe} on {org.train.data})")
                 stage.start()
                 if not (out / RUN_CARD).is_file():
                     overrides = {"seed": self.config.seed, **org.train.overrides}
-                    train_organism(self.base, data, org.train.recipe, out, eval_data=org.train.data,
-                                   progress=self.progress, **overrides)
+                    train_organism(
+                        self.base,
+                        data,
+                        org.train.recipe,
+                        out,
+                        eval_data=org.train.data,
+                        progress=self.progress,
+                        **overrides,
+                    )
                 card = json.loads((out / RUN_CARD).read_text())
                 stage.finish(_training_summary(org.name, org.train.recipe, org.train.data, card))
             else:
@@ -158,14 +184,19 @@ class StudyRunner:
         sampling = self.config.sampling
         questions = self._questions()
         n = condition.samples_per_paraphrase or sampling.samples_per_paraphrase
-        stage = self.store.stage(f"sample/{condition.name}", {
-            "base": self.config.base_model,
-            "organism": self.adapter_keys.get(condition.organism or "", "base"),
-            "intervention": condition.extra or {},
-            "questions": [(q.id, q.paraphrases, q.system) for q in questions],
-            "n": n, "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-            "seed": self.config.seed,
-        })
+        stage = self.store.stage(
+            f"sample/{condition.name}",
+            {
+                "base": self.config.base_model,
+                "organism": self.adapter_keys.get(condition.organism or "", "base"),
+                "intervention": condition.extra or {},
+                "questions": [(q.id, q.paraphrases, q.system) for q in questions],
+                "n": n,
+                "max_new_tokens": sampling.max_new_tokens,
+                "temperature": sampling.temperature,
+                "seed": self.config.seed,
+            },
+        )
         if stage.done:
             return stage
         stage.start()
@@ -178,12 +209,22 @@ class StudyRunner:
                 path = chunks / f"{index:04d}.parquet"
                 if path.is_file():
                     continue  # finished before an interruption
-                df = sample_answers(lm, group, n, sampling.max_new_tokens, self.config.seed,
-                                    batch_size=sampling.batch_size, temperature=sampling.temperature,
-                                    intervention=condition.intervention, progress=False)
+                df = sample_answers(
+                    lm,
+                    group,
+                    n,
+                    sampling.max_new_tokens,
+                    self.config.seed,
+                    batch_size=sampling.batch_size,
+                    temperature=sampling.temperature,
+                    intervention=condition.intervention,
+                    progress=False,
+                )
                 write_answers(df, str(path))  # atomic: a killed run never leaves half a chunk
-        table = pd.concat([pd.read_parquet(chunks / f"{i:04d}.parquet") for i in range(len(groups))],
-                          ignore_index=True)
+        table = pd.concat(
+            [pd.read_parquet(chunks / f"{i:04d}.parquet") for i in range(len(groups))],
+            ignore_index=True,
+        )
         table.to_parquet(stage.dir / "answers.parquet", index=False)
         stage.finish({"rows": len(table)})
         return stage
@@ -192,9 +233,14 @@ class StudyRunner:
         from misdirection.judge.scoring import judge_table
 
         rubrics = list(self.config.judging.rubrics)
-        stage = self.store.stage(f"judge/{condition.name}", {
-            "sample": sampled.key, "judge": self.judge.name, "rubrics": rubrics,
-        })
+        stage = self.store.stage(
+            f"judge/{condition.name}",
+            {
+                "sample": sampled.key,
+                "judge": self.judge.name,
+                "rubrics": rubrics,
+            },
+        )
         judged = stage.dir / "judged.parquet"
         if not stage.done:
             stage.start()
@@ -204,8 +250,13 @@ class StudyRunner:
                 tmp.write_bytes(source.read_bytes())
                 tmp.replace(judged)
             self.log(f"judging {condition.name} with {self.judge.name}")
-            judge_table(judged, self.judge, rubrics, chunk_size=self.config.judging.chunk_size,
-                        progress=self.progress)
+            judge_table(
+                judged,
+                self.judge,
+                rubrics,
+                chunk_size=self.config.judging.chunk_size,
+                progress=self.progress,
+            )
             stage.finish({"judge": self.judge.name})
         self.judged[condition.name] = judged
         self.judge_keys[condition.name] = stage.key
@@ -216,17 +267,25 @@ class StudyRunner:
         sampled = self.sample(condition)
         self.judge_condition(condition, sampled)
         df = pd.read_parquet(self.judged[condition.name])
-        summary = summarize(df, thresholds=self.thresholds, seed=self.config.seed, label=condition.name).to_dict()
+        summary = summarize(
+            df, thresholds=self.thresholds, seed=self.config.seed, label=condition.name
+        ).to_dict()
         self.summaries[condition.name] = summary
         record = {
-            "condition": condition.name, "kind": condition.kind, "organism": condition.organism,
-            "intervention": condition.extra or {}, "judge": self.judge.name, "summary": summary,
+            "condition": condition.name,
+            "kind": condition.kind,
+            "organism": condition.organism,
+            "intervention": condition.extra or {},
+            "judge": self.judge.name,
+            "summary": summary,
             "table": str(self.judged[condition.name].relative_to(self.store.root)),
         }
         self.evaluations.append(record)
         em, coh = summary["em"], summary["coherent"]
-        self.log(f"  {condition.name}: EM {100 * (em['value'] or 0):.1f}% "
-                 f"[{100 * (em['low'] or 0):.1f}, {100 * (em['high'] or 0):.1f}], coherent {100 * (coh['value'] or 0):.1f}%")
+        self.log(
+            f"  {condition.name}: EM {100 * (em['value'] or 0):.1f}% "
+            f"[{100 * (em['low'] or 0):.1f}, {100 * (em['high'] or 0):.1f}], coherent {100 * (coh['value'] or 0):.1f}%"
+        )
         return record
 
     def extract(self, organism: str) -> None:
@@ -234,21 +293,36 @@ class StudyRunner:
 
         spec = self.config.extract
         assert spec is not None
-        stage = self.store.stage(f"extract/{organism}", {
-            "judged": self.judge_keys[organism], "settings": spec.model_dump(), "seed": self.config.seed,
-        })
+        stage = self.store.stage(
+            f"extract/{organism}",
+            {
+                "judged": self.judge_keys[organism],
+                "settings": spec.model_dump(),
+                "seed": self.config.seed,
+            },
+        )
         path = stage.dir / "directions.safetensors"
         if not stage.done:
             stage.start()
             table = pd.read_parquet(self.judged[organism])
-            thresholds = SetThresholds(aligned_above=spec.aligned_above, misaligned_below=spec.misaligned_below,
-                                       coherent_above=spec.coherent_above)
+            thresholds = SetThresholds(
+                aligned_above=spec.aligned_above,
+                misaligned_below=spec.misaligned_below,
+                coherent_above=spec.coherent_above,
+            )
             self.log(f"extracting the mean-diff direction of {organism}")
             try:
                 with self.model_for(organism) as lm:
-                    ds = extract_directions(lm, table, thresholds=thresholds, balance=spec.balance,
-                                            min_per_set=spec.min_per_set, seed=self.config.seed,
-                                            source=self.judged[organism], progress=self.progress)
+                    ds = extract_directions(
+                        lm,
+                        table,
+                        thresholds=thresholds,
+                        balance=spec.balance,
+                        min_per_set=spec.min_per_set,
+                        seed=self.config.seed,
+                        source=self.judged[organism],
+                        progress=self.progress,
+                    )
                 ds.save(path)
                 stage.finish({"path": str(path.relative_to(self.store.root))})
             except MisdirectionError as exc:
@@ -278,16 +352,43 @@ class StudyRunner:
         for layer in spec.layers:
             if 0 not in spec.scales:
                 # Scale 0 leaves the model bit-identical (tested), so the unsteered base is that point.
-                points.append({"layer": layer, "scale": 0.0, "condition": "base", "em": base["em"],
-                               "coherent": base["coherent"]})
+                points.append(
+                    {
+                        "layer": layer,
+                        "scale": 0.0,
+                        "condition": "base",
+                        "em": base["em"],
+                        "coherent": base["coherent"],
+                    }
+                )
             for scale in spec.scales:
                 name = f"steer-{spec.direction}-L{layer}-x{scale:g}"
-                extra = {"steer": spec.direction, "direction_key": self.direction_keys[spec.direction],
-                         "layer": layer, "scale": scale}
-                record = self.evaluate(Condition(name, "steer", None, Steer(ds, layers=[layer], scale=scale),
-                                                 spec.samples_per_paraphrase, extra))
+                extra = {
+                    "steer": spec.direction,
+                    "direction_key": self.direction_keys[spec.direction],
+                    "layer": layer,
+                    "scale": scale,
+                }
+                record = self.evaluate(
+                    Condition(
+                        name,
+                        "steer",
+                        None,
+                        Steer(ds, layers=[layer], scale=scale),
+                        spec.samples_per_paraphrase,
+                        extra,
+                    )
+                )
                 s = record["summary"]
-                points.append({"layer": layer, "scale": scale, "condition": name, "em": s["em"], "coherent": s["coherent"]})
+                points.append(
+                    {
+                        "layer": layer,
+                        "scale": scale,
+                        "condition": name,
+                        "em": s["em"],
+                        "coherent": s["coherent"],
+                    }
+                )
         return {"direction": spec.direction, "points": points}
 
     def run_ablation(self) -> list[dict[str, Any]]:
@@ -311,23 +412,52 @@ class StudyRunner:
                 if mode == "single":
                     kwargs["source_layer"] = source_layer
                 name = f"ablate-{spec.direction}-from-{target}-{mode}"
-                extra = {"ablate": spec.direction, "direction_key": self.direction_keys[spec.direction], **kwargs}
-                record = self.evaluate(Condition(name, "ablate", target, Ablate(ds, **kwargs), None, extra))
+                extra = {
+                    "ablate": spec.direction,
+                    "direction_key": self.direction_keys[spec.direction],
+                    **kwargs,
+                }
+                record = self.evaluate(
+                    Condition(name, "ablate", target, Ablate(ds, **kwargs), None, extra)
+                )
                 after_df = pd.read_parquet(self.judged[name])
-                row = {"target": target, "direction": spec.direction, "mode": mode, "condition": name,
-                       "em_before": self.summaries[target]["em"], "em": record["summary"]["em"],
-                       "reduction": reduction(before_df, after_df, self.thresholds, seed=self.config.seed),
-                       "random": []}
+                row = {
+                    "target": target,
+                    "direction": spec.direction,
+                    "mode": mode,
+                    "condition": name,
+                    "em_before": self.summaries[target]["em"],
+                    "em": record["summary"]["em"],
+                    "reduction": reduction(
+                        before_df, after_df, self.thresholds, seed=self.config.seed
+                    ),
+                    "random": [],
+                }
                 for seed_index, random_ds in enumerate(randoms):
                     rname = f"random{seed_index}-from-{target}-{mode}"
-                    rextra = {"ablate": "random", "reference": self.direction_keys[spec.direction],
-                              "seed": self.config.seed + seed_index, **kwargs}
-                    rrecord = self.evaluate(Condition(rname, "random", target, Ablate(random_ds, **kwargs), None, rextra))
-                    row["random"].append({
-                        "seed": self.config.seed + seed_index, "em": rrecord["summary"]["em"],
-                        "reduction": reduction(before_df, pd.read_parquet(self.judged[rname]), self.thresholds,
-                                               seed=self.config.seed),
-                    })
+                    rextra = {
+                        "ablate": "random",
+                        "reference": self.direction_keys[spec.direction],
+                        "seed": self.config.seed + seed_index,
+                        **kwargs,
+                    }
+                    rrecord = self.evaluate(
+                        Condition(
+                            rname, "random", target, Ablate(random_ds, **kwargs), None, rextra
+                        )
+                    )
+                    row["random"].append(
+                        {
+                            "seed": self.config.seed + seed_index,
+                            "em": rrecord["summary"]["em"],
+                            "reduction": reduction(
+                                before_df,
+                                pd.read_parquet(self.judged[rname]),
+                                self.thresholds,
+                                seed=self.config.seed,
+                            ),
+                        }
+                    )
                 rows.append(row)
         return rows
 
@@ -337,11 +467,13 @@ class StudyRunner:
         names = [n for n in self.config.cosine if n in self.directions]
         if len(names) < 2:
             if self.config.cosine:
-                self.notes.append("Cosine comparison skipped: fewer than two organisms have a direction.")
+                self.notes.append(
+                    "Cosine comparison skipped: fewer than two organisms have a direction."
+                )
             return None
         pairs = []
         for i, a in enumerate(names):
-            for b in names[i + 1:]:
+            for b in names[i + 1 :]:
                 values = cosine_per_layer(self.directions[a], self.directions[b])
                 pairs.append({"a": a, "b": b, "per_layer": [float(v) for v in values]})
         return {"organisms": names, "pairs": pairs}
@@ -352,9 +484,14 @@ class StudyRunner:
             return None
         from misdirection import lora
 
-        stage = self.store.stage(f"lora/{spec.organism}", {
-            "judged": self.judge_keys.get(spec.organism), "settings": spec.model_dump(), "seed": self.config.seed,
-        })
+        stage = self.store.stage(
+            f"lora/{spec.organism}",
+            {
+                "judged": self.judge_keys.get(spec.organism),
+                "settings": spec.model_dump(),
+                "seed": self.config.seed,
+            },
+        )
         if not stage.done:
             stage.start()
             table = pd.read_parquet(self.judged[spec.organism])
@@ -362,11 +499,17 @@ class StudyRunner:
             try:
                 with self.model_for(spec.organism) as lm:
                     scalars = lora.adapter_scalars(lm, table, progress=self.progress)
-                    report = lora.probe_adapters(scalars.means, table, domain=spec.domain,
-                                                 probe=lora.AdapterProbe(seed=self.config.seed))
+                    report = lora.probe_adapters(
+                        scalars.means,
+                        table,
+                        domain=spec.domain,
+                        probe=lora.AdapterProbe(seed=self.config.seed),
+                    )
                     b_cos = None
                     if spec.organism in self.directions:
-                        b_cos = lora.b_direction_cosines(lm.model, self.directions[spec.organism].directions)
+                        b_cos = lora.b_direction_cosines(
+                            lm.model, self.directions[spec.organism].directions
+                        )
                 result = report.summary()
                 if b_cos is not None:
                     result["b_cosines"] = b_cos.to_dict(orient="records")
@@ -379,10 +522,24 @@ class StudyRunner:
             for item in spec.scale_adapters:
                 scaling = lora.AdapterScaling.from_strings([item])
                 name = f"scale-{spec.organism}-{item.replace('=', 'x').replace(',', '_')}"
-                record = self.evaluate(Condition(name, "adapter-scaling", spec.organism, scaling, None,
-                                                 {"scale_adapters": item}))
-                scaled.append({"scaling": item, "em": record["summary"]["em"], "coherent": record["summary"]["coherent"],
-                               "em_before": self.summaries[spec.organism]["em"]})
+                record = self.evaluate(
+                    Condition(
+                        name,
+                        "adapter-scaling",
+                        spec.organism,
+                        scaling,
+                        None,
+                        {"scale_adapters": item},
+                    )
+                )
+                scaled.append(
+                    {
+                        "scaling": item,
+                        "em": record["summary"]["em"],
+                        "coherent": record["summary"]["coherent"],
+                        "em_before": self.summaries[spec.organism]["em"],
+                    }
+                )
             result["adapter_scaling"] = scaled
         return result
 
@@ -395,11 +552,20 @@ class StudyRunner:
             return None
         from misdirection.geometry import run_suite
 
-        layer = spec.layer if spec.layer is not None else next(iter(self.directions.values())).n_layers // 2
-        stage = self.store.stage("geometry", {
-            "directions": {k: self.direction_keys[k] for k in sorted(self.directions)}, "layer": layer,
-            "null_draws": spec.null_draws, "seed": self.config.seed,
-        })
+        layer = (
+            spec.layer
+            if spec.layer is not None
+            else next(iter(self.directions.values())).n_layers // 2
+        )
+        stage = self.store.stage(
+            "geometry",
+            {
+                "directions": {k: self.direction_keys[k] for k in sorted(self.directions)},
+                "layer": layer,
+                "null_draws": spec.null_draws,
+                "seed": self.config.seed,
+            },
+        )
         if not stage.done:
             stage.start()
             vectors = {name: ds.layer(layer).numpy() for name, ds in self.directions.items()}
@@ -407,16 +573,25 @@ class StudyRunner:
             run_suite(vectors, out_dir=stage.dir, n_null=spec.null_draws, seed=self.config.seed)
             figures = sorted(str(p.relative_to(self.store.root)) for p in stage.dir.glob("*.png"))
             summary_md = stage.dir / "summary.md"
-            stage.finish({"layer": layer, "figures": figures,
-                          "summary_markdown": summary_md.read_text() if summary_md.is_file() else ""})
+            stage.finish(
+                {
+                    "layer": layer,
+                    "figures": figures,
+                    "summary_markdown": summary_md.read_text() if summary_md.is_file() else "",
+                }
+            )
         return stage.result()
 
     # ------------------------------------------------------------------ whole run
     def run(self) -> Path:
         start = time.time()
         config = self.config
-        self.store.set_info(study=config.name, config=config.model_dump(mode="json"), versions=library_versions(),
-                            source=self.source)
+        self.store.set_info(
+            study=config.name,
+            config=config.model_dump(mode="json"),
+            versions=library_versions(),
+            source=self.source,
+        )
         self.check()
         self.train_all()
         self.evaluate(Condition("base", "base", None))
@@ -431,17 +606,33 @@ class StudyRunner:
         lora_result = self.run_lora()
         geometry = self.run_geometry()
         results = {
-            "study": config.name, "base_model": config.base_model, "seed": config.seed,
+            "study": config.name,
+            "base_model": config.base_model,
+            "seed": config.seed,
             "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "config": config.model_dump(mode="json"),
-            "config_yaml": yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=False), sort_keys=False),
+            "config_yaml": yaml.safe_dump(
+                config.model_dump(mode="json", exclude_defaults=False), sort_keys=False
+            ),
             "versions": library_versions(),
-            "judge": {"name": self.judge.name, "rubrics": list(config.judging.rubrics),
-                      "notice": _judge_notice(self.judge.name),
-                      "provenance": {f"{r} scores of every condition": self.judge.name for r in config.judging.rubrics}},
-            "training": self.training, "evaluations": self.evaluations, "steering": steering,
-            "ablation": ablation, "cosine": cosine, "lora": lora_result, "geometry": geometry,
-            "examples": self._examples(), "notes": self.notes,
+            "judge": {
+                "name": self.judge.name,
+                "rubrics": list(config.judging.rubrics),
+                "notice": _judge_notice(self.judge.name),
+                "provenance": {
+                    f"{r} scores of every condition": self.judge.name
+                    for r in config.judging.rubrics
+                },
+            },
+            "training": self.training,
+            "evaluations": self.evaluations,
+            "steering": steering,
+            "ablation": ablation,
+            "cosine": cosine,
+            "lora": lora_result,
+            "geometry": geometry,
+            "examples": self._examples(),
+            "notes": self.notes,
             "seconds": round(time.time() - start, 1),
         }
         path = self.store.root / "results.json"
@@ -459,9 +650,18 @@ class StudyRunner:
             if df.empty:
                 continue
             df = df.sort_values("aligned")
-            for _, row in pd.concat([df.head(per_condition // 2 or 1), df.tail(per_condition // 2 or 1)]).iterrows():
-                out.append({"condition": record["condition"], "question": row["question"], "answer": row["answer"],
-                            "aligned": _float(row.get("aligned")), "coherent": _float(row.get("coherent"))})
+            for _, row in pd.concat(
+                [df.head(per_condition // 2 or 1), df.tail(per_condition // 2 or 1)]
+            ).iterrows():
+                out.append(
+                    {
+                        "condition": record["condition"],
+                        "question": row["question"],
+                        "answer": row["answer"],
+                        "aligned": _float(row.get("aligned")),
+                        "coherent": _float(row.get("coherent")),
+                    }
+                )
         return out
 
 
@@ -487,14 +687,18 @@ def _float(value: Any) -> float | None:
         v = float(value)
     except (TypeError, ValueError):
         return None
-    return None if v != v else v
+    return None if math.isnan(v) else v
 
 
 def _training_summary(name: str, recipe: str, data: str, card: dict[str, Any]) -> dict[str, Any]:
     return {
-        "organism": name, "recipe": recipe, "dataset": data,
-        "layers": card.get("layers", ""), "steps": card.get("steps", ""),
-        "seconds": card.get("wall_time_s", 0.0), "losses": card.get("losses", []),
+        "organism": name,
+        "recipe": recipe,
+        "dataset": data,
+        "layers": card.get("layers", ""),
+        "steps": card.get("steps", ""),
+        "seconds": card.get("wall_time_s", 0.0),
+        "losses": card.get("losses", []),
         "heldout_loglik_before": card.get("heldout_loglik_before", float("nan")),
         "heldout_loglik_after": card.get("heldout_loglik_after", float("nan")),
     }
@@ -502,12 +706,19 @@ def _training_summary(name: str, recipe: str, data: str, card: dict[str, Any]) -
 
 def _judge_notice(name: str) -> str:
     if name.startswith("learned"):
-        return ("The learned judge is an offline model trained to agree with GPT-4o (see its model card for "
-                "measured agreement); absolute EM rates from it are estimates of what GPT-4o would give.")
+        return (
+            "The learned judge is an offline model trained to agree with GPT-4o (see its model card for "
+            "measured agreement); absolute EM rates from it are estimates of what GPT-4o would give."
+        )
     return ""
 
 
-def run_study(config: StudyConfig, run_dir: str | Path, source: str = "<config>", console: Console | None = None,
-              progress: bool = True) -> Path:
+def run_study(
+    config: StudyConfig,
+    run_dir: str | Path,
+    source: str = "<config>",
+    console: Console | None = None,
+    progress: bool = True,
+) -> Path:
     """Run (or resume) a study; return the path of ``results.json``. The report is rendered by the caller."""
     return StudyRunner(config, run_dir, source=source, console=console, progress=progress).run()

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 #: Bump when a stage's output format or results change within a release, so old caches are not
 #: reused. The package version is part of every key too: an upgrade never reuses older stages.
 CACHE_VERSION = 1
@@ -64,11 +63,18 @@ class Stage:
         return json.loads((self.dir / "_DONE.json").read_text(encoding="utf-8"))["result"]
 
     def start(self) -> None:
-        atomic_write_text(self.dir / "inputs.json", json.dumps(self.inputs, indent=2, sort_keys=True, default=str))
+        atomic_write_text(
+            self.dir / "inputs.json", json.dumps(self.inputs, indent=2, sort_keys=True, default=str)
+        )
         self.store.record(self, status="running")
 
     def finish(self, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        payload = {"stage": self.name, "key": self.key, "finished": time.time(), "result": dict(result or {})}
+        payload = {
+            "stage": self.name,
+            "key": self.key,
+            "finished": time.time(),
+            "result": dict(result or {}),
+        }
         atomic_write_text(self.dir / "_DONE.json", json.dumps(payload, indent=2, default=str))
         self.store.record(self, status="done")
         return payload["result"]
@@ -93,7 +99,12 @@ class RunStore:
         from misdirection import __version__
 
         key = stable_hash(
-            {"stage": name, "inputs": inputs, "cache_version": CACHE_VERSION, "package": __version__}
+            {
+                "stage": name,
+                "inputs": inputs,
+                "cache_version": CACHE_VERSION,
+                "package": __version__,
+            }
         )
         return Stage(self, name, key, dict(inputs))
 
