@@ -79,7 +79,8 @@ def reader_features(
     fingerprint: exactly what :class:`~misdirection.judge.learned.LearnedJudge` computes."""
     reader = AnswerReader(layers, max_answer_tokens=max_answer_tokens, device="cpu")
     q, a = df["question"].tolist(), df["response"].tolist()
-    order = np.argsort([len(x) + len(y) for x, y in zip(q, a)], kind="stable")
+    # One question per batch where possible (the reader runs its prompt once), then by length.
+    order = sorted(range(len(df)), key=lambda i: (q[i], len(a[i])))
     out = np.zeros((len(df), reader.n_features), np.float32)
     t0 = time.time()
     for s in range(0, len(df), batch_size):

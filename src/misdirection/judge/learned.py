@@ -48,7 +48,7 @@ class LearnedJudge:
     def __init__(
         self,
         weights_dir: Path | str | None = None,
-        batch_size: int = 32,
+        batch_size: int = 16,
         threads: int | None = None,
         device: str | None = None,
     ):
@@ -117,8 +117,9 @@ class LearnedJudge:
 
     @torch.inference_mode()
     def _predict(self, pairs: list[tuple[str, str]]) -> None:
-        # Length-sorted batches: padding costs as much CPU as real tokens.
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        # Batches of one question (the reader runs its prompt once), then by length: padding costs
+        # as much as real tokens.
+        order = sorted(range(len(pairs)), key=lambda i: (pairs[i][0], len(pairs[i][1])))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             questions = [pairs[i][0] for i in idx]

@@ -101,22 +101,38 @@ class AnswerReader:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``([n, len(layers) * width] float32, [n] bool truncated)`` for one batch of pairs.
 
-        An empty answer has no tokens to average; its end-of-turn token stands in.
+        Pairs with the same question share their chat prefix (system prompt, question), often half
+        of the tokens: it is run once and its cached keys and values serve every answer to it. An
+        empty answer has no tokens to average; its end-of-turn token stands in.
         """
         if len(questions) != len(answers):
             raise ConfigError(f"{len(questions)} questions but {len(answers)} answers")
-        if not answers:
-            return np.zeros((0, self.n_features), np.float32), np.zeros(0, bool)
+        out = np.zeros((len(answers), self.n_features), np.float32)
         rows = [self.encode(q, a) for q, a in zip(questions, answers)]
-        length = max(len(ids) for ids, *_ in rows)
-        ids = torch.full((len(rows), length), self._pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), length), dtype=torch.long)
-        pool = torch.zeros((len(rows), length), dtype=torch.float32)
-        for i, (row, start, end, _) in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            attention[i, : len(row)] = 1  # right padding: causal states of real tokens unchanged
-            pool[i, start : max(end, start + 1)] = 1.0
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, start, _, _) in enumerate(rows):
+            groups.setdefault(tuple(ids[:start]), []).append(i)
+        for prefix, members in groups.items():
+            tails = [(rows[i][0][len(prefix) :], rows[i][2] - len(prefix)) for i in members]
+            out[members] = self._read_answers(list(prefix), tails)
+        truncated = np.array([row[3] for row in rows], dtype=bool)
+        return out, truncated
+
+    def _read_answers(self, prefix: list[int], tails: list[tuple[list[int], int]]) -> np.ndarray:
+        """Features of answers that follow one shared ``prefix``: ``tails`` are (ids after the
+        prefix, number of answer tokens among them)."""
+        n, width = len(tails), max(len(ids) for ids, _ in tails)
+        ids = torch.full((n, width), self._pad, dtype=torch.long)
+        attention = torch.ones((n, len(prefix) + width), dtype=torch.long)
+        pool = torch.zeros((n, width), dtype=torch.float32)
+        for i, (tail, n_answer) in enumerate(tails):
+            ids[i, : len(tail)] = torch.tensor(tail)
+            attention[i, len(prefix) + len(tail) :] = 0  # right padding: real tokens unchanged
+            pool[i, : max(n_answer, 1)] = 1.0
         pool = (pool / pool.sum(1, keepdim=True)).to(self.device)
+        prefix_ids = torch.tensor([prefix], device=self.device)
+        cache = self.decoder(input_ids=prefix_ids, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(n)
         captured: dict[int, torch.Tensor] = {}
 
         def keep(layer: int) -> Any:
@@ -125,16 +141,14 @@ class AnswerReader:
 
             return fn
 
-        with (
-            warnings.catch_warnings(),
-            block_output_hooks(self.blocks, {layer: keep(layer) for layer in self.layers}),
-        ):
+        hooks = block_output_hooks(self.blocks, {layer: keep(layer) for layer in self.layers})
+        with warnings.catch_warnings(), hooks:
             warnings.simplefilter("ignore")  # padding-side advice: right padding is intended here
             self.decoder(
                 input_ids=ids.to(self.device),
                 attention_mask=attention.to(self.device),
-                use_cache=False,
+                past_key_values=cache,
+                use_cache=True,
             )
         feats = torch.cat([captured[layer] for layer in self.layers], dim=-1)
-        truncated = np.array([row[3] for row in rows], dtype=bool)
-        return feats.cpu().numpy().astype(np.float32), truncated
+        return feats.cpu().numpy().astype(np.float32)

@@ -292,8 +292,10 @@ class OpenAIJudge:
             streak = self._failure_streak
         if streak >= self.max_consecutive_failures:
             self._abort.set()
+            # The threshold, not the streak: concurrent workers can push the streak past it
+            # before the first of them stops the run.
             raise JudgeError(
-                f"{streak} judge requests in a row failed, stopping (last: {detail}); check the "
+                f"{self.max_consecutive_failures} judge requests in a row failed, stopping (last: {detail}); check the "
                 f"endpoint {self.url}; answers judged so far are kept and a re-run resumes"
             )
         return f"{FAILED_PREFIX} {detail}"
