@@ -78,17 +78,16 @@ def reader_features(
     """Reader features of every row for ``layers``, ``[n, len(layers) * width]``, and the reader's
     fingerprint: exactly what :class:`~misdirection.judge.learned.LearnedJudge` computes."""
     reader = AnswerReader(layers, max_answer_tokens=max_answer_tokens, device="cpu")
-    q, a = df["question"].tolist(), df["response"].tolist()
-    # One question per batch where possible (the reader runs its prompt once), then by length.
-    order = sorted(range(len(df)), key=lambda i: (q[i], len(a[i])))
-    out = np.zeros((len(df), reader.n_features), np.float32)
     t0 = time.time()
-    for s in range(0, len(df), batch_size):
-        idx = order[s : s + batch_size]
-        out[idx] = reader.features([q[i] for i in idx], [a[i] for i in idx])[0]
-        if s % (batch_size * 20) == 0:
-            print(f"[features] {s}/{len(df)} rows, {time.time() - t0:.0f}s", flush=True)
-    return out, reader.fingerprint()
+
+    def progress(done: int, total: int) -> None:
+        if done % (batch_size * 20) == 0 or done == total:
+            print(f"[features] {done}/{total} rows, {time.time() - t0:.0f}s", flush=True)
+
+    feats, _ = reader.features(
+        df["question"].tolist(), df["response"].tolist(), batch_size=batch_size, progress=progress
+    )
+    return feats, reader.fingerprint()
 
 
 def select_layers(features: np.ndarray, layers: Sequence[int], width: int) -> np.ndarray:
@@ -96,13 +95,8 @@ def select_layers(features: np.ndarray, layers: Sequence[int], width: int) -> np
     missing = sorted(set(layers) - set(CACHED_LAYERS))
     if missing:
         sys.exit(f"--layers {missing} not in the cached reader layers {list(CACHED_LAYERS)}")
-    return np.concatenate(
-        [
-            features[:, CACHED_LAYERS.index(l) * width : (CACHED_LAYERS.index(l) + 1) * width]
-            for l in layers
-        ],
-        axis=1,
-    )
+    blocks = features.reshape(len(features), len(CACHED_LAYERS), width)
+    return blocks[:, [CACHED_LAYERS.index(layer) for layer in layers]].reshape(len(features), -1)
 
 
 def seed_all(seed: int) -> None:

@@ -194,6 +194,15 @@ class ModelView:
         """Validate a layer index (negative counts from the end); raise one clear sentence."""
         return check_layer(layer, self.n_layers, what)
 
+    def keep_blocks(self, n: int) -> None:
+        """Drop every block past the first ``n`` from the model itself (for readers of early layers:
+        later blocks cannot change earlier outputs, and skipping them saves their cost)."""
+        n = self.check_layer(n - 1, "last kept block") + 1
+        kept = self.blocks[:n]
+        parent, _, attr = self._block_path.rpartition(".")
+        setattr(self.base.get_submodule(parent) if parent else self.base, attr, kept)
+        self.blocks, self.n_layers = kept, n
+
     def block(self, layer: int) -> nn.Module:
         return self.blocks[self.check_layer(layer)]
 

@@ -79,7 +79,6 @@ class LearnedJudge:
             model=spec["model"],
             device=device,
         )
-        self._max_answer_tokens = int(spec["max_answer_tokens"])
         expected = spec.get("fingerprint")
         if expected is not None and abs(self._reader.fingerprint() - expected) > 1e-3 * abs(
             expected
@@ -117,35 +116,28 @@ class LearnedJudge:
 
     @torch.inference_mode()
     def _predict(self, pairs: list[tuple[str, str]]) -> None:
-        # Batches of one question (the reader runs its prompt once), then by length: padding costs
-        # as much as real tokens.
-        order = sorted(range(len(pairs)), key=lambda i: (pairs[i][0], len(pairs[i][1])))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            questions = [pairs[i][0] for i in idx]
-            answers = [pairs[i][1] for i in idx]
-            raw = self.predict_raw(questions, answers)
-            aligned = apply_map(raw["aligned"], self._calibration.get("aligned"))
-            coherent = apply_map(raw["coherent"], self._calibration.get("coherent"))
-            for j, i in enumerate(idx):
-                flag = ood_flag(
-                    answers[j],
-                    truncated=bool(raw["truncated"][j]),
-                    max_length=self._max_answer_tokens,
-                )
-                self._cache[pairs[i]] = (
-                    round(float(aligned[j]), 4),
-                    round(float(coherent[j]), 4),
-                    flag,
-                )
+        questions = [q for q, _ in pairs]
+        answers = [a for _, a in pairs]
+        raw = self.predict_raw(questions, answers)
+        aligned = apply_map(raw["aligned"], self._calibration.get("aligned"))
+        coherent = apply_map(raw["coherent"], self._calibration.get("coherent"))
+        for j, pair in enumerate(pairs):
+            flag = ood_flag(
+                answers[j],
+                truncated=bool(raw["truncated"][j]),
+                max_length=self._reader.max_answer_tokens,
+            )
+            self._cache[pair] = (round(float(aligned[j]), 4), round(float(coherent[j]), 4), flag)
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
 
     def predict_raw(
         self, questions: Sequence[str], answers: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        """Uncalibrated head outputs for one batch (used by training and benchmarks too)."""
-        feats, truncated = self._reader.features(list(questions), list(answers))
+        """Uncalibrated head outputs (0-100) and truncation flags, rows in input order."""
+        feats, truncated = self._reader.features(
+            list(questions), list(answers), batch_size=self.batch_size
+        )
         hand = np.stack([hand_features(a) for a in answers])
         ngram = self._ngrams.transform(answers)
         pred = self._head.predict(np.concatenate([feats, hand, ngram], axis=1))

@@ -14,7 +14,7 @@ an earlier version read (figures in ``learned_weights/MODEL_CARD.md``).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,12 +50,8 @@ class AnswerReader:
         self.layers = [view.check_layer(int(layer), "reader layer") for layer in layers]
         if not self.layers:
             raise ConfigError("the learned judge's reader needs at least one layer")
-        keep = max(self.layers) + 1
-        # Blocks past the deepest layer read never influence it: drop them.
-        parent_path, _, attr = view.block_name(0).rpartition(".")[0].rpartition(".")
-        parent = view.base.get_submodule(parent_path) if parent_path else view.base
-        setattr(parent, attr, torch.nn.ModuleList(list(view.blocks)[:keep]))
-        self.blocks = list(view.blocks)[:keep]
+        view.keep_blocks(max(self.layers) + 1)
+        self.blocks = view.blocks
         get_decoder = getattr(view.base, "get_decoder", None)
         # The decoder stack alone: the unembedding costs as much as several blocks and is unused.
         self.decoder = get_decoder() if callable(get_decoder) else view.base
@@ -63,7 +59,6 @@ class AnswerReader:
         self.tokenizer = lm.tokenizer
         self.device = lm.device
         self.width = view.d_model
-        self.model_spec = model
         self.max_answer_tokens = max_answer_tokens
         self.max_question_tokens = max_question_tokens
         self._end = self.tokenizer(
@@ -81,14 +76,22 @@ class AnswerReader:
         embed = self.decoder.get_input_embeddings().weight
         return float(embed[:512].double().abs().sum())
 
-    def encode(self, question: str, answer: str) -> tuple[list[int], int, int, bool]:
-        """(token ids, first answer token, end of answer, answer truncated?) of one chat."""
+    def prefix(self, question: str) -> list[int]:
+        """Token ids of the chat up to the answer: system prompt, question, assistant header."""
         tok = self.tokenizer
         q_ids = tok(question or "", add_special_tokens=False).input_ids
         if len(q_ids) > self.max_question_tokens:
             question = tok.decode(q_ids[: self.max_question_tokens])
         prefix = render_chat(tok, [{"role": "user", "content": question or ""}])
-        prefix_ids = tok(prefix, add_special_tokens=False).input_ids
+        return tok(prefix, add_special_tokens=False).input_ids
+
+    def encode(
+        self, question: str, answer: str, prefix_ids: list[int] | None = None
+    ) -> tuple[list[int], int, int, bool]:
+        """(token ids, first answer token, end of answer, answer truncated?) of one chat;
+        ``prefix_ids`` is :meth:`prefix` of ``question`` when the caller already has it."""
+        tok = self.tokenizer
+        prefix_ids = self.prefix(question) if prefix_ids is None else prefix_ids
         a_ids = tok(answer or "", add_special_tokens=False).input_ids
         truncated = len(a_ids) > self.max_answer_tokens
         a_ids = a_ids[: self.max_answer_tokens]
@@ -97,24 +100,36 @@ class AnswerReader:
 
     @torch.inference_mode()
     def features(
-        self, questions: Sequence[str], answers: Sequence[str]
+        self,
+        questions: Sequence[str],
+        answers: Sequence[str],
+        batch_size: int = 16,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``([n, len(layers) * width] float32, [n] bool truncated)`` for one batch of pairs.
+        """``([n, len(layers) * width] float32, [n] bool truncated)``, rows in input order.
 
-        Pairs with the same question share their chat prefix (system prompt, question), often half
-        of the tokens: it is run once and its cached keys and values serve every answer to it. An
-        empty answer has no tokens to average; its end-of-turn token stands in.
+        Pairs are read in batches of ``batch_size``, sorted by question and then answer length:
+        answers to one question share their chat prefix (system prompt, question; often half of
+        the tokens), which is run once per batch and its keys and values reused, and similar
+        lengths waste little padding. An empty answer has no tokens to average; its end-of-turn
+        token stands in. ``progress(done, total)`` is called after each batch.
         """
         if len(questions) != len(answers):
             raise ConfigError(f"{len(questions)} questions but {len(answers)} answers")
         out = np.zeros((len(answers), self.n_features), np.float32)
-        rows = [self.encode(q, a) for q, a in zip(questions, answers)]
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (ids, start, _, _) in enumerate(rows):
-            groups.setdefault(tuple(ids[:start]), []).append(i)
-        for prefix, members in groups.items():
-            tails = [(rows[i][0][len(prefix) :], rows[i][2] - len(prefix)) for i in members]
-            out[members] = self._read_answers(list(prefix), tails)
+        prefixes = {q: self.prefix(q) for q in dict.fromkeys(questions)}
+        rows = [self.encode(q, a, prefixes[q]) for q, a in zip(questions, answers)]
+        order = sorted(range(len(rows)), key=lambda i: (questions[i], len(answers[i])))
+        for start in range(0, len(order), batch_size):
+            groups: dict[str, list[int]] = {}
+            for i in order[start : start + batch_size]:
+                groups.setdefault(questions[i], []).append(i)
+            for question, members in groups.items():
+                cut = len(prefixes[question])
+                tails = [(rows[i][0][cut:], rows[i][2] - cut) for i in members]
+                out[members] = self._read_answers(prefixes[question], tails)
+            if progress is not None:
+                progress(min(start + batch_size, len(order)), len(order))
         truncated = np.array([row[3] for row in rows], dtype=bool)
         return out, truncated
 
@@ -151,4 +166,4 @@ class AnswerReader:
                 use_cache=True,
             )
         feats = torch.cat([captured[layer] for layer in self.layers], dim=-1)
-        return feats.cpu().numpy().astype(np.float32)
+        return feats.cpu().numpy()
