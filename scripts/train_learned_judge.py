@@ -32,13 +32,15 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from misdirection.judge.learned_eval import CALIBRATIONS, evaluate_oof
+from misdirection.judge.learned_eval import CALIBRATIONS, by_rule, evaluate_oof
 from misdirection.judge.learned_model import (
     FEATURE_NAMES,
     HeadNet,
     NgramScorer,
+    apply_empty_rule,
     fit_quantile_map,
     hand_features,
+    is_empty,
 )
 from misdirection.judge.learned_reader import READER_MODEL, AnswerReader
 
@@ -194,6 +196,7 @@ def fit_predict(
     keep = np.isfinite(y[train]).any(axis=1)
     head = train_head(x_train[keep], y[train][keep], args)
     pred = head.predict(x_test) if len(test) else np.zeros((0, 2))
+    pred = apply_empty_rule(df["response"].to_numpy()[test], pred)
     return pred, head, scorer
 
 
@@ -220,6 +223,7 @@ def run_cv(df: pd.DataFrame, feats: np.ndarray, scheme: str, args: argparse.Name
         part = df.loc[held, ["file", "row", "organism"]].copy()
         part["group"] = group
         part["pred_aligned"], part["pred_coherent"] = pred[:, 0].round(3), pred[:, 1].round(3)
+        part["by_rule"] = [is_empty(a) for a in df.loc[held, "response"]]
         part.to_csv(args.work / f"oof_{scheme}__{safe}.csv", index=False)
         print(f"[cv {scheme}] {group}: {held.sum()} rows, {time.time() - t0:.0f}s", flush=True)
 
@@ -309,6 +313,7 @@ def run_report(df: pd.DataFrame, args: argparse.Namespace) -> None:
         sys.exit(f"no out-of-fold files in {args.work}: run --cv first")
     # Shipped calibration: fitted on all out-of-fold predictions of the first scheme run.
     scheme, oof = calib_source
+    oof = oof[~by_rule(oof)]  # rule-scored rows are never mapped, so they do not shape the map
     calibration = {
         "method": "quantile",
         "fitted_on": f"out-of-fold predictions, leave-one-{scheme}-out",
