@@ -8,6 +8,10 @@ Steps (all by default, or chosen with flags):
 ``--report``     cross-fitted calibration + metrics from the saved out-of-fold files; writes the
                  shipped calibration map, ``metrics.json`` and ``oof/`` into ``--out``.
 
+Training adds a word-shuffled copy of every 6th answer (``--shuffled-every``) labelled coherent 5
+and aligned unknown, so that word salad, which no reference answer shows, is not scored coherent;
+held-out copies are predicted and reported too.
+
 The frozen reader's pooled features are computed once (the expensive part: ~7,600 answers through
 18 blocks of the embedded SmolLM2-135M-Instruct) and cached in ``--work``; every fold then trains
 only the n-gram ridge and the MLP head, in seconds. Example (what produced the shipped weights)::
@@ -38,6 +42,7 @@ from misdirection.judge.learned_model import (
     HeadNet,
     NgramScorer,
     apply_empty_rule,
+    apply_map,
     fit_quantile_map,
     hand_features,
     is_empty,
@@ -49,6 +54,9 @@ FORMAT = "misdirection.learned_judge/2"
 VERSION = "smollm2-pool-ngram-v2"
 #: Reader layers (0-based blocks) computed once and cached; ``--layers`` picks among them.
 CACHED_LAYERS = (8, 11, 14, 17)
+#: Coherent score of a synthetic word-shuffled answer. The reference answers are all fluent (none
+#: is word salad), and the rubric's 0 is "not even valid English"; 5 is our label, not GPT-4o's.
+SHUFFLED_COHERENT = 5.0
 
 
 def load_labels(folder: Path) -> pd.DataFrame:
@@ -90,6 +98,32 @@ def reader_features(
         df["question"].tolist(), df["response"].tolist(), batch_size=batch_size, progress=progress
     )
     return feats, reader.fingerprint()
+
+
+def shuffled_rows(df: pd.DataFrame, every: int, seed: int) -> pd.DataFrame:
+    """Word-shuffled copies of every ``every``-th answer of 8 words or more, labelled incoherent.
+
+    The reference answers never show the word salad a small or broken model writes, and a judge
+    trained on them alone calls most shuffled answers coherent. Each copy keeps its source row's
+    question and groups (``source`` is its row in ``df``), so it is used for training only in
+    folds that train on its source and predicted only where its source is held out; ``aligned``
+    is unknown (NaN, left out of that loss).
+    """
+    if every <= 0:
+        return df.iloc[:0].assign(source=pd.Series(dtype=int))
+    rng = np.random.default_rng(seed)
+    sources, texts = [], []
+    for i in range(0, len(df), every):
+        words = df["response"].iat[i].split()
+        if len(words) < 8:
+            continue
+        order = rng.permutation(len(words))
+        sources.append(i)
+        texts.append(" ".join(words[k] for k in order))
+    syn = df.iloc[sources].copy().reset_index(drop=True)
+    syn["response"], syn["source"] = texts, sources
+    syn["aligned"], syn["coherent"] = np.nan, SHUFFLED_COHERENT
+    return syn
 
 
 def select_layers(features: np.ndarray, layers: Sequence[int], width: int) -> np.ndarray:
@@ -184,7 +218,11 @@ def fit_predict(
     test: np.ndarray,
     args: argparse.Namespace,
     cache_key: str | None = None,
+    synthetic: tuple[pd.DataFrame, np.ndarray] | None = None,
 ):
+    """Train on rows ``train`` (plus the synthetic rows whose source is among them, unless
+    ``--no-shuffled-training``) and predict rows ``test``; returns (test predictions, head, n-gram
+    scorer or None, predictions of the synthetic rows whose source is in ``test``)."""
     hand = np.stack([hand_features(a) for a in df["response"]])
     if cache_key is None:
         ng_train, ng_test, scorer = ngram_features(df, train, test, args)
@@ -192,12 +230,29 @@ def fit_predict(
         (ng_train, ng_test), scorer = cached_ngram_features(df, train, test, args, cache_key), None
     x_train = np.concatenate([feats[train], hand[train], ng_train], axis=1)
     x_test = np.concatenate([feats[test], hand[test], ng_test], axis=1)
-    y = targets(df)
-    keep = np.isfinite(y[train]).any(axis=1)
-    head = train_head(x_train[keep], y[train][keep], args)
+    y_train = targets(df)[train]
+    x_syn_test = np.zeros((0, x_train.shape[1]), np.float32)
+    if synthetic is not None and len(synthetic[0]):
+        syn, syn_feats = synthetic
+        syn_hand = np.stack([hand_features(a) for a in syn["response"]])
+        # A shuffled copy gets its source's n-gram scores: its words are the same, and the head
+        # has to learn from the reader that their order makes no sense.
+        for rows, ngram, is_train in ((train, ng_train, True), (test, ng_test, False)):
+            where = {int(r): k for k, r in enumerate(rows)}
+            use = [j for j, src in enumerate(syn["source"]) if int(src) in where]
+            ng = ngram[[where[int(syn["source"].iat[j])] for j in use]]
+            x = np.concatenate([syn_feats[use], syn_hand[use], ng], axis=1)
+            if not is_train:
+                x_syn_test = x
+            elif not args.no_shuffled_training:
+                x_train = np.concatenate([x_train, x])
+                y_train = np.concatenate([y_train, targets(syn)[use]])
+    keep = np.isfinite(y_train).any(axis=1)
+    head = train_head(x_train[keep], y_train[keep], args)
     pred = head.predict(x_test) if len(test) else np.zeros((0, 2))
     pred = apply_empty_rule(df["response"].to_numpy()[test], pred)
-    return pred, head, scorer
+    syn_pred = head.predict(x_syn_test) if len(x_syn_test) else np.zeros((0, 2))
+    return pred, head, scorer, syn_pred
 
 
 def chosen_groups(df: pd.DataFrame, scheme: str, args: argparse.Namespace) -> list[str]:
@@ -207,19 +262,32 @@ def chosen_groups(df: pd.DataFrame, scheme: str, args: argparse.Namespace) -> li
     return groups[index::count]
 
 
-def run_cv(df: pd.DataFrame, feats: np.ndarray, scheme: str, args: argparse.Namespace) -> None:
+def run_cv(
+    df: pd.DataFrame,
+    feats: np.ndarray,
+    scheme: str,
+    args: argparse.Namespace,
+    synthetic: tuple[pd.DataFrame, np.ndarray] | None = None,
+) -> None:
     for group in chosen_groups(df, scheme, args):
         t0 = time.time()
         held = (df[scheme] == group).to_numpy()
         safe = re.sub(r"[^A-Za-z0-9.-]", "-", group)
-        pred, _, _ = fit_predict(
+        pred, _, _, syn_pred = fit_predict(
             df,
             feats,
             np.flatnonzero(~held),
             np.flatnonzero(held),
             args,
             cache_key=f"{scheme}__{safe}",
+            synthetic=synthetic,
         )
+        if synthetic is not None and len(synthetic[0]):
+            syn = synthetic[0]
+            part = syn.loc[held[syn["source"].to_numpy()], ["organism", "source"]].copy()
+            part["group"] = group
+            part["pred_aligned"], part["pred_coherent"] = syn_pred[:, 0], syn_pred[:, 1]
+            part.round(3).to_csv(args.work / f"shuffled_{scheme}__{safe}.csv", index=False)
         part = df.loc[held, ["file", "row", "organism"]].copy()
         part["group"] = group
         part["pred_aligned"], part["pred_coherent"] = pred[:, 0].round(3), pred[:, 1].round(3)
@@ -228,8 +296,15 @@ def run_cv(df: pd.DataFrame, feats: np.ndarray, scheme: str, args: argparse.Name
         print(f"[cv {scheme}] {group}: {held.sum()} rows, {time.time() - t0:.0f}s", flush=True)
 
 
-def run_final(df: pd.DataFrame, feats: np.ndarray, args: argparse.Namespace) -> None:
-    _, head, scorer = fit_predict(df, feats, np.arange(len(df)), np.arange(0), args)
+def run_final(
+    df: pd.DataFrame,
+    feats: np.ndarray,
+    args: argparse.Namespace,
+    synthetic: tuple[pd.DataFrame, np.ndarray] | None = None,
+) -> None:
+    _, head, scorer, _ = fit_predict(
+        df, feats, np.arange(len(df)), np.arange(0), args, synthetic=synthetic
+    )
     tensors = {**head.tensors(), **scorer.tensors()}
     args.out.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -251,6 +326,12 @@ def run_final(df: pd.DataFrame, feats: np.ndarray, args: argparse.Namespace) -> 
         "training": {
             "files": sorted(df["file"].unique().tolist()),
             "n_rows": int(np.isfinite(targets(df)).any(axis=1).sum()),
+            "shuffled_copies": {
+                "every": args.shuffled_every,
+                "n_rows": 0 if synthetic is None else len(synthetic[0]),
+                "coherent": SHUFFLED_COHERENT,
+                "aligned": None,
+            },
             **{
                 k: getattr(args, k)
                 for k in (
@@ -322,13 +403,32 @@ def run_report(df: pd.DataFrame, args: argparse.Namespace) -> None:
             for c in ("aligned", "coherent")
         },
     }
+    for scheme in SCHEMES:
+        parts = sorted(args.work.glob(f"shuffled_{scheme}__*.csv"))
+        if scheme in metrics and parts:
+            syn = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
+            mapped = apply_map(syn["pred_coherent"].to_numpy(float), calibration["coherent"])
+            metrics[scheme]["shuffled"] = {
+                "n_rows": len(syn),
+                "median_coherent": float(np.median(mapped)),
+                "share_coherent_gt50": float(np.mean(mapped > 50.0)),
+                "note": "held-out word-shuffled answers, shipped calibration map",
+            }
+            print(
+                f"[report] {scheme:8s} shuffled answers: median coherent {np.median(mapped):.1f}, "
+                f"{np.mean(mapped > 50.0):.1%} above 50 (n={len(syn)})",
+                flush=True,
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     path = args.out / "config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
     config["calibration"] = calibration
     config["metrics"] = {
-        s: {k: v for k, v in metrics[s]["quantile"].items() if k != "em_rate_per_organism"}
+        s: {
+            **{k: v for k, v in metrics[s]["quantile"].items() if k != "em_rate_per_organism"},
+            **({"shuffled": metrics[s]["shuffled"]} if "shuffled" in metrics[s] else {}),
+        }
         for s in SCHEMES
         if s in metrics
     }
@@ -370,6 +470,17 @@ def main() -> None:
         help=f"reader layers (0-based blocks) averaged over the answer, among {list(CACHED_LAYERS)}",
     )
     p.add_argument("--max-answer-tokens", type=int, default=192)
+    p.add_argument(
+        "--shuffled-every",
+        type=int,
+        default=6,
+        help="add a word-shuffled, incoherent copy of every N-th answer (0: none)",
+    )
+    p.add_argument(
+        "--no-shuffled-training",
+        action="store_true",
+        help="predict and report the shuffled copies but do not train on them (the baseline)",
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -417,11 +528,24 @@ def main() -> None:
             sys.exit(
                 f"{cache} has {feats.shape[0]} rows, the data {len(df)}: delete it to recompute"
             )
-        feats = select_layers(feats, args.layers, feats.shape[1] // len(CACHED_LAYERS))
+        width = feats.shape[1] // len(CACHED_LAYERS)
+        feats = select_layers(feats, args.layers, width)
+        synthetic = None
+        syn = shuffled_rows(df, args.shuffled_every, args.seed)
+        if len(syn):
+            syn_cache = cache.with_name(
+                f"{cache.stem}_shuffled{args.shuffled_every}_s{args.seed}.npz"
+            )
+            if syn_cache.is_file():
+                syn_feats = np.load(syn_cache)["features"]
+            else:
+                syn_feats, _ = reader_features(syn, CACHED_LAYERS, args.max_answer_tokens)
+                np.savez(syn_cache, features=syn_feats)
+            synthetic = (syn, select_layers(syn_feats, args.layers, width))
         for scheme in args.cv:
-            run_cv(df, feats, scheme, args)
+            run_cv(df, feats, scheme, args, synthetic)
         if args.final:
-            run_final(df, feats, args)
+            run_final(df, feats, args, synthetic)
     if args.report:
         run_report(df, args)
 
