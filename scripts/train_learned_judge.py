@@ -51,7 +51,7 @@ from misdirection.judge.learned_reader import READER_MODEL, AnswerReader
 
 SCHEMES = ("model", "family", "organism")
 FORMAT = "misdirection.learned_judge/2"
-VERSION = "smollm2-pool-ngram-v2"
+VERSION = "smollm2-pool-ngram-v2.1"
 #: Reader layers (0-based blocks) computed once and cached; ``--layers`` picks among them.
 CACHED_LAYERS = (8, 11, 14, 17)
 #: Coherent score of a synthetic word-shuffled answer. The reference answers are all fluent (none
