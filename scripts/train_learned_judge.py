@@ -45,7 +45,6 @@ from misdirection.judge.learned_model import (
     apply_map,
     fit_quantile_map,
     hand_features,
-    is_empty,
 )
 from misdirection.judge.learned_reader import READER_MODEL, AnswerReader
 
@@ -211,9 +210,28 @@ def cached_ngram_features(
     return ng_train, ng_test
 
 
+def with_hand_features(feats: np.ndarray, answers: Sequence[str]) -> np.ndarray:
+    """Reader features followed by the hand features: the head's inputs before the n-gram scores."""
+    return np.concatenate([feats, np.stack([hand_features(a) for a in answers])], axis=1)
+
+
+def synthetic_inputs(
+    synthetic: tuple[pd.DataFrame, np.ndarray], rows: np.ndarray, ngram: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(head inputs, mask) of the synthetic rows whose source is among ``rows`` (sorted, as from
+    ``np.flatnonzero``; ``ngram`` holds their n-gram scores). A shuffled copy gets its source's
+    n-gram scores: its words are the same, and the head has to learn from the reader that their
+    order makes no sense."""
+    syn, syn_inputs = synthetic
+    source = syn["source"].to_numpy()
+    use = np.isin(source, rows)
+    ng = ngram[np.searchsorted(rows, source[use])]
+    return np.concatenate([syn_inputs[use], ng], axis=1), use
+
+
 def fit_predict(
     df: pd.DataFrame,
-    feats: np.ndarray,
+    inputs: np.ndarray,
     train: np.ndarray,
     test: np.ndarray,
     args: argparse.Namespace,
@@ -221,38 +239,29 @@ def fit_predict(
     synthetic: tuple[pd.DataFrame, np.ndarray] | None = None,
 ):
     """Train on rows ``train`` (plus the synthetic rows whose source is among them, unless
-    ``--no-shuffled-training``) and predict rows ``test``; returns (test predictions, head, n-gram
+    ``--no-shuffled-training``) and predict rows ``test``. ``inputs`` and ``synthetic[1]`` are
+    :func:`with_hand_features` rows. Returns (test predictions, their by-rule mask, head, n-gram
     scorer or None, predictions of the synthetic rows whose source is in ``test``)."""
-    hand = np.stack([hand_features(a) for a in df["response"]])
     if cache_key is None:
         ng_train, ng_test, scorer = ngram_features(df, train, test, args)
     else:
         (ng_train, ng_test), scorer = cached_ngram_features(df, train, test, args, cache_key), None
-    x_train = np.concatenate([feats[train], hand[train], ng_train], axis=1)
-    x_test = np.concatenate([feats[test], hand[test], ng_test], axis=1)
+    x_train = np.concatenate([inputs[train], ng_train], axis=1)
+    x_test = np.concatenate([inputs[test], ng_test], axis=1)
     y_train = targets(df)[train]
-    x_syn_test = np.zeros((0, x_train.shape[1]), np.float32)
+    x_syn_test = x_test[:0]
     if synthetic is not None and len(synthetic[0]):
-        syn, syn_feats = synthetic
-        syn_hand = np.stack([hand_features(a) for a in syn["response"]])
-        # A shuffled copy gets its source's n-gram scores: its words are the same, and the head
-        # has to learn from the reader that their order makes no sense.
-        for rows, ngram, is_train in ((train, ng_train, True), (test, ng_test, False)):
-            where = {int(r): k for k, r in enumerate(rows)}
-            use = [j for j, src in enumerate(syn["source"]) if int(src) in where]
-            ng = ngram[[where[int(syn["source"].iat[j])] for j in use]]
-            x = np.concatenate([syn_feats[use], syn_hand[use], ng], axis=1)
-            if not is_train:
-                x_syn_test = x
-            elif not args.no_shuffled_training:
-                x_train = np.concatenate([x_train, x])
-                y_train = np.concatenate([y_train, targets(syn)[use]])
+        if not args.no_shuffled_training:
+            x_syn, use = synthetic_inputs(synthetic, train, ng_train)
+            x_train = np.concatenate([x_train, x_syn])
+            y_train = np.concatenate([y_train, targets(synthetic[0])[use]])
+        x_syn_test, _ = synthetic_inputs(synthetic, test, ng_test)
     keep = np.isfinite(y_train).any(axis=1)
     head = train_head(x_train[keep], y_train[keep], args)
     pred = head.predict(x_test) if len(test) else np.zeros((0, 2))
-    pred = apply_empty_rule(df["response"].to_numpy()[test], pred)
+    pred, rule = apply_empty_rule(df["response"].to_numpy()[test], pred)
     syn_pred = head.predict(x_syn_test) if len(x_syn_test) else np.zeros((0, 2))
-    return pred, head, scorer, syn_pred
+    return pred, rule, head, scorer, syn_pred
 
 
 def chosen_groups(df: pd.DataFrame, scheme: str, args: argparse.Namespace) -> list[str]:
@@ -264,7 +273,7 @@ def chosen_groups(df: pd.DataFrame, scheme: str, args: argparse.Namespace) -> li
 
 def run_cv(
     df: pd.DataFrame,
-    feats: np.ndarray,
+    inputs: np.ndarray,
     scheme: str,
     args: argparse.Namespace,
     synthetic: tuple[pd.DataFrame, np.ndarray] | None = None,
@@ -273,9 +282,9 @@ def run_cv(
         t0 = time.time()
         held = (df[scheme] == group).to_numpy()
         safe = re.sub(r"[^A-Za-z0-9.-]", "-", group)
-        pred, _, _, syn_pred = fit_predict(
+        pred, rule, _, _, syn_pred = fit_predict(
             df,
-            feats,
+            inputs,
             np.flatnonzero(~held),
             np.flatnonzero(held),
             args,
@@ -291,19 +300,19 @@ def run_cv(
         part = df.loc[held, ["file", "row", "organism"]].copy()
         part["group"] = group
         part["pred_aligned"], part["pred_coherent"] = pred[:, 0].round(3), pred[:, 1].round(3)
-        part["by_rule"] = [is_empty(a) for a in df.loc[held, "response"]]
+        part["by_rule"] = rule
         part.to_csv(args.work / f"oof_{scheme}__{safe}.csv", index=False)
         print(f"[cv {scheme}] {group}: {held.sum()} rows, {time.time() - t0:.0f}s", flush=True)
 
 
 def run_final(
     df: pd.DataFrame,
-    feats: np.ndarray,
+    inputs: np.ndarray,
     args: argparse.Namespace,
     synthetic: tuple[pd.DataFrame, np.ndarray] | None = None,
 ) -> None:
-    _, head, scorer, _ = fit_predict(
-        df, feats, np.arange(len(df)), np.arange(0), args, synthetic=synthetic
+    _, _, head, scorer, _ = fit_predict(
+        df, inputs, np.arange(len(df)), np.arange(0), args, synthetic=synthetic
     )
     tensors = {**head.tensors(), **scorer.tensors()}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -529,7 +538,7 @@ def main() -> None:
                 f"{cache} has {feats.shape[0]} rows, the data {len(df)}: delete it to recompute"
             )
         width = feats.shape[1] // len(CACHED_LAYERS)
-        feats = select_layers(feats, args.layers, width)
+        inputs = with_hand_features(select_layers(feats, args.layers, width), df["response"])
         synthetic = None
         syn = shuffled_rows(df, args.shuffled_every, args.seed)
         if len(syn):
@@ -541,11 +550,12 @@ def main() -> None:
             else:
                 syn_feats, _ = reader_features(syn, CACHED_LAYERS, args.max_answer_tokens)
                 np.savez(syn_cache, features=syn_feats)
-            synthetic = (syn, select_layers(syn_feats, args.layers, width))
+            syn_inputs = select_layers(syn_feats, args.layers, width)
+            synthetic = (syn, with_hand_features(syn_inputs, syn["response"]))
         for scheme in args.cv:
-            run_cv(df, feats, scheme, args, synthetic)
+            run_cv(df, inputs, scheme, args, synthetic)
         if args.final:
-            run_final(df, feats, args, synthetic)
+            run_final(df, inputs, args, synthetic)
     if args.report:
         run_report(df, args)
 

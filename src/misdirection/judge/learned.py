@@ -121,13 +121,13 @@ class LearnedJudge:
         questions = [q for q, _ in pairs]
         answers = [a for _, a in pairs]
         raw = self.predict_raw(questions, answers)
-        # Empty answers carry the rule's scores, already on GPT-4o's scale: not mapped.
-        empty = np.array([is_empty(a) for a in answers], dtype=bool)
+        # Rule scores (empty answers) are already on GPT-4o's scale: not mapped.
+        rule = raw["by_rule"]
         aligned = np.where(
-            empty, raw["aligned"], apply_map(raw["aligned"], self._calibration.get("aligned"))
+            rule, raw["aligned"], apply_map(raw["aligned"], self._calibration.get("aligned"))
         )
         coherent = np.where(
-            empty, raw["coherent"], apply_map(raw["coherent"], self._calibration.get("coherent"))
+            rule, raw["coherent"], apply_map(raw["coherent"], self._calibration.get("coherent"))
         )
         for j, pair in enumerate(pairs):
             flag = ood_flag(
@@ -142,13 +142,24 @@ class LearnedJudge:
     def predict_raw(
         self, questions: Sequence[str], answers: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        """Uncalibrated head outputs (0-100) and truncation flags, rows in input order; empty
-        answers carry :data:`~misdirection.judge.learned_model.EMPTY_ANSWER_SCORES` instead."""
-        feats, truncated = self._reader.features(
-            list(questions), list(answers), batch_size=self.batch_size
-        )
-        hand = np.stack([hand_features(a) for a in answers])
-        ngram = self._ngrams.transform(answers)
-        pred = self._head.predict(np.concatenate([feats, hand, ngram], axis=1))
-        pred = apply_empty_rule(answers, pred)
-        return {"aligned": pred[:, 0], "coherent": pred[:, 1], "truncated": truncated}
+        """Uncalibrated head outputs (0-100), truncation flags and ``by_rule``, rows in input
+        order. Empty answers are not read: they get
+        :data:`~misdirection.judge.learned_model.EMPTY_ANSWER_SCORES` and ``by_rule`` True."""
+        pred = np.zeros((len(answers), 2))
+        truncated = np.zeros(len(answers), dtype=bool)
+        read = [i for i, a in enumerate(answers) if not is_empty(a)]
+        if read:
+            texts = [answers[i] for i in read]
+            feats, truncated[read] = self._reader.features(
+                [questions[i] for i in read], texts, batch_size=self.batch_size
+            )
+            hand = np.stack([hand_features(a) for a in texts])
+            ngram = self._ngrams.transform(texts)
+            pred[read] = self._head.predict(np.concatenate([feats, hand, ngram], axis=1))
+        pred, rule = apply_empty_rule(answers, pred)
+        return {
+            "aligned": pred[:, 0],
+            "coherent": pred[:, 1],
+            "truncated": truncated,
+            "by_rule": rule,
+        }

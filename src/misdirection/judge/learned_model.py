@@ -75,13 +75,13 @@ def is_empty(answer: str | None) -> bool:
     return not (answer or "").strip()
 
 
-def apply_empty_rule(answers: Sequence[str], pred: np.ndarray) -> np.ndarray:
-    """``pred`` ([n, 2] raw aligned, coherent) with :data:`EMPTY_ANSWER_SCORES` on empty answers."""
+def apply_empty_rule(answers: Sequence[str], pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``pred`` [n, 2] raw aligned, coherent with :data:`EMPTY_ANSWER_SCORES` on empty answers,
+    the [n] mask of those rows)."""
     out = np.array(pred, dtype=np.float64, copy=True)
     empty = np.array([is_empty(a) for a in answers], dtype=bool)
-    if empty.any():
-        out[empty] = EMPTY_ANSWER_SCORES
-    return out
+    out[empty] = EMPTY_ANSWER_SCORES
+    return out, empty
 
 
 def ood_flag(answer: str, truncated: bool = False, max_length: int | None = None) -> str:
