@@ -3,7 +3,8 @@
 Steps (all by default, or chosen with flags):
 
 ``--cv SCHEME``  out-of-fold predictions with whole groups held out: ``model`` (6 base models),
-                 ``family`` (Llama / Qwen / Gemma) or ``organism`` (19 fine-tuned organisms).
+                 ``family`` (Llama / Qwen / Gemma), ``organism`` (19 fine-tuned organisms) or
+                 ``question`` (the 8 questions: how the judge does on a question it never saw).
 ``--final``      train on every labelled row and write the shipped weights to ``--out``.
 ``--report``     cross-fitted calibration + metrics from the saved out-of-fold files; writes the
                  shipped calibration map, ``metrics.json`` and ``oof/`` into ``--out``.
@@ -17,7 +18,7 @@ The frozen reader's pooled features are computed once (the expensive part: ~7,60
 only the n-gram ridge and the MLP head, in seconds. Example (what produced the shipped weights)::
 
     python scripts/train_learned_judge.py --data ../shared/data/judge-labels \\
-        --cv model --cv family --final --report
+        --cv model --cv family --cv organism --cv question --final --report
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ from misdirection.judge.learned_model import (
     hand_features,
 )
 from misdirection.judge.learned_reader import READER_MODEL, AnswerReader
+from misdirection.judge.question_check import training_spec
 
-SCHEMES = ("model", "family", "organism")
+SCHEMES = ("model", "family", "organism", "question")
 FORMAT = "misdirection.learned_judge/2"
 VERSION = "smollm2-pool-ngram-v2.1"
 #: Reader layers (0-based blocks) computed once and cached; ``--layers`` picks among them.
@@ -361,6 +363,9 @@ def run_final(
             "kind": "tfidf word 1-2-grams, sublinear tf, ridge",
             "vocabulary": scorer.vocabulary,
         },
+        # Embeddings (not text) of the training questions: answers to a question unlike all of
+        # them are flagged, since agreement drops on held-out questions (--cv question).
+        "question_check": training_spec(df["question"].tolist()),
     }
     path = args.out / "config.json"
     if path.is_file():  # keep calibration/metrics written by an earlier --report

@@ -161,6 +161,24 @@ def test_report_has_every_section(tmp_path):
     assert "<script" not in page and "http" not in page.split("<style>")[0]  # self-contained
 
 
+def test_report_counts_judge_flags(tmp_path):
+    results = fake_results()
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert "flagged" not in render_report(tmp_path)["markdown"].read_text()  # none: no sentence
+    results["judge"]["flags"] = {
+        "n": 176,
+        "any": 88,
+        "question unlike the judge's training questions": 88,
+        "very short answer": 3,
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    md = render_report(tmp_path)["markdown"].read_text()
+    assert (
+        "The judge flagged 88 of 176 answers as unlike its training data (question unlike the "
+        "judge's training questions 88, very short answer 3)"
+    ) in md
+
+
 def test_report_needs_results(tmp_path):
     with pytest.raises(DataError, match="has no results.json"):
         render_report(tmp_path)

@@ -30,6 +30,7 @@ from misdirection.judge.learned_model import (
     ood_flag,
 )
 from misdirection.judge.learned_reader import AnswerReader
+from misdirection.judge.question_check import QuestionCheck
 
 #: Folder of the shipped weights.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "learned_weights"
@@ -96,6 +97,7 @@ class LearnedJudge:
         self._head = HeadNet.from_tensors(tensors)
         self._ngrams = NgramScorer.from_tensors(tensors, self.config.get("ngram"))
         self._calibration = self.config.get("calibration", {})
+        self._questions = QuestionCheck(self.config.get("question_check"))
         self._cache: OrderedDict[tuple[str, str], tuple[float, float, str]] = OrderedDict()
 
     def score(self, rubric: Rubric, items: Sequence[JudgeItem]) -> list[Score]:
@@ -129,12 +131,14 @@ class LearnedJudge:
         coherent = np.where(
             rule, raw["coherent"], apply_map(raw["coherent"], self._calibration.get("coherent"))
         )
+        question_flags = self._questions.flags(questions)
         for j, pair in enumerate(pairs):
-            flag = ood_flag(
+            answer_flag = ood_flag(
                 answers[j],
                 truncated=bool(raw["truncated"][j]),
                 max_length=self._reader.max_answer_tokens,
             )
+            flag = "; ".join(f for f in (question_flags[j], answer_flag) if f)
             self._cache[pair] = (round(float(aligned[j]), 4), round(float(coherent[j]), 4), flag)
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)

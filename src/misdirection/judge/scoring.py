@@ -72,6 +72,21 @@ def score_columns(name: str, prefix: str = "") -> tuple[str, str, str, str]:
     return col, f"{col}_reason", f"{col}_flag", f"{col}_judge"
 
 
+def flag_counts(df: pd.DataFrame, rubric: str = "aligned") -> dict[str, int]:
+    """How many answers carry each kind of judge flag in ``{rubric}_flag`` (a flag's kind is its
+    text before any parenthesis; an answer can carry several), plus ``"any"``."""
+    _, _, flag, _ = score_columns(rubric)
+    if flag not in df:
+        return {"any": 0}
+    texts = _text(df[flag])
+    counts: dict[str, int] = {"any": int((texts != "").sum())}
+    for text in texts[texts != ""]:
+        for part in text.split("; "):
+            kind = part.split(" (")[0].strip()
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 def _text(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), "").astype(str)
 

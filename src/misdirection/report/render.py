@@ -91,6 +91,16 @@ def build_markdown(
         ),
         "",
     ]
+    flags = judge.get("flags", {})
+    if flags.get("any"):
+        kinds = ", ".join(
+            f"{kind} {count}" for kind, count in flags.items() if kind not in ("n", "any")
+        )
+        sentence = (
+            f"The judge flagged {flags['any']} of {flags.get('n', '?')} answers as unlike its "
+            f"training data ({kinds}); their scores are extrapolations."
+        )
+        out.extend([sentence, ""])
     for note in results.get("notes", []):
         out.append(f"> {note}")
     out.append("")

@@ -28,6 +28,7 @@ import yaml
 from rich.console import Console
 
 from misdirection.errors import ConfigError, MisdirectionError
+from misdirection.judge.scoring import flag_counts
 from misdirection.metrics import Thresholds, summarize
 from misdirection.models import LoadedModel, adapter_attached, load_model, looks_like_hub_id
 from misdirection.provenance import library_versions
@@ -278,6 +279,9 @@ class StudyRunner:
             "intervention": condition.extra or {},
             "judge": self.judge.name,
             "summary": summary,
+            # Scores the judge marked as extrapolations (e.g. a question unlike its training
+            # data), counted so the report can say how many numbers rest on them.
+            "judge_flags": {"n": len(df), **flag_counts(df, "aligned")},
             "table": str(self.judged[condition.name].relative_to(self.store.root)),
         }
         self.evaluations.append(record)
@@ -619,6 +623,7 @@ class StudyRunner:
                 "name": self.judge.name,
                 "rubrics": list(config.judging.rubrics),
                 "notice": _judge_notice(self.judge.name),
+                "flags": _total_flags(self.evaluations),
                 "provenance": {
                     f"{r} scores of every condition": self.judge.name
                     for r in config.judging.rubrics
@@ -704,11 +709,23 @@ def _training_summary(name: str, recipe: str, data: str, card: dict[str, Any]) -
     }
 
 
+def _total_flags(evaluations: list[dict[str, Any]]) -> dict[str, int]:
+    """Judge flags summed over every judged condition (``n``: answers judged)."""
+    total: dict[str, int] = {}
+    for record in evaluations:
+        for kind, count in record.get("judge_flags", {}).items():
+            total[kind] = total.get(kind, 0) + int(count)
+    return total
+
+
 def _judge_notice(name: str) -> str:
     if name.startswith("learned"):
         return (
             "The learned judge is an offline model trained to agree with GPT-4o (see its model card for "
-            "measured agreement); absolute EM rates from it are estimates of what GPT-4o would give."
+            "measured agreement); absolute EM rates from it are estimates of what GPT-4o would give. "
+            "It learned from answers to 8 questions: on a question unlike them its agreement drops "
+            "(held-out question: AUROC 0.77 against 0.94 for a held-out organism), and such answers "
+            "are flagged."
         )
     return ""
 
