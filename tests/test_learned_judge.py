@@ -322,3 +322,10 @@ def test_flag_counts_by_kind() -> None:
         "question unlike the judge's training questions": 1,
     }
     assert flag_counts(pd.DataFrame({"x": [1]})) == {"any": 0}
+
+
+def test_question_check_rejects_malformed_embeddings() -> None:
+    from misdirection.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match=r"question_check.embeddings .* shape \[2, 3\]"):
+        QuestionCheck({"embeddings": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], "threshold": 0.4})

