@@ -329,8 +329,8 @@ class Engine:
 
     def judge_stage(self, name: str, sampled: Stage) -> Stage:
         """Judge (or reuse) a sampled condition; judging resumes in place."""
-        from misdirection.judge.scoring import judge_table
         from misdirection.io import atomic_write_bytes
+        from misdirection.judge.scoring import judge_table
 
         stage = self.store.stage(
             f"judge/{name}",

@@ -95,6 +95,8 @@ def with_directions(intervention: Any, directions: Any) -> Any:
         raise ConfigError(
             f"random controls need a steering or ablation intervention, not {type(intervention).__name__}"
         )
+    if hasattr(intervention, "direction_set"):  # B-vector ablation keeps the set and its tensor
+        return type(intervention)(directions, intervention.layers, intervention.source_layer)
     swapped = copy.copy(intervention)
     swapped.directions = directions
     return swapped
@@ -238,10 +240,11 @@ def control_interventions(
 
     if k < 1:
         return []
-    reference = _direction_part(intervention)
+    part = _direction_part(intervention)
+    reference = getattr(part, "direction_set", part.directions)
     if kind == "variance-matched" and activations is None:
-        activations = control_activations(reference.directions)
-    sets = random_controls(reference.directions, k, first_seed, kind=kind, activations=activations)
+        activations = control_activations(reference)
+    sets = random_controls(reference, k, first_seed, kind=kind, activations=activations)
     return [with_directions(intervention, ds) for ds in sets]
 
 

@@ -607,6 +607,10 @@ def from_spec(spec: dict[str, Any] | str) -> Any:
     kind = spec["kind"]
     if kind == "compose":
         return Compose([from_spec(p) for p in spec["parts"]])
+    if kind == "adapter-off":
+        from misdirection.contrastive import AdapterOff
+
+        return AdapterOff()
     if kind in ("scale-adapters", "ablate-b"):
         # Interventions on LoRA weights live with the rest of the rank-1 reading code.
         from misdirection.lora import AdapterScaling, BVectorAblation
@@ -615,7 +619,7 @@ def from_spec(spec: dict[str, Any] | str) -> Any:
     if kind not in ("steer", "ablate", "orthogonalize"):
         raise ConfigError(
             f"unknown intervention kind {kind!r} "
-            "(steer, ablate, orthogonalize, compose, scale-adapters, ablate-b)"
+            "(steer, ablate, orthogonalize, compose, scale-adapters, ablate-b, adapter-off)"
         )
     ds = _resolve(spec["directions"])
     if kind == "steer":

@@ -1,12 +1,14 @@
 """Run a whole study from its config: train, sample, judge, extract, intervene, compare, report.
 
-Every stage is cached in the run folder by the hash of its inputs (see :mod:`.store`), so a re-run
-does only what changed and a run killed at any moment resumes where it stopped:
+Every condition is sampled and judged by the evaluation engine (:class:`misdirection.engine.Engine`)
+in the run folder, cached by the hash of its inputs (see :mod:`.store`), so a re-run does only what
+changed and a run killed at any moment resumes where it stopped: training resumes from the
+trainer's last checkpoint, sampling skips finished chunks, judging skips scored rows.
 
-* training resumes from the trainer's last checkpoint;
-* sampling writes one Parquet chunk per question (sampling is seeded per answer, so a chunk does not
-  depend on which other chunks ran in the same process) and skips finished chunks;
-* judging scores a copy of the answers table in place, chunk by chunk, skipping scored rows.
+Every intervention (steering, ablation, transfer, adapter scaling, B-vector ablation) becomes an
+:class:`misdirection.results.Effect` with its coherence and its random controls, judged by the one
+rule set in :mod:`misdirection.effects`; ``results.json`` is a
+:class:`misdirection.results.StudyResults`.
 
 All configuration errors that need no model are raised when the config is parsed; layer indices,
 datasets, question sets, adapters and the judge are checked right after the base model loads,
@@ -15,38 +17,48 @@ before any training or sampling.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from rich.console import Console
 
+from misdirection.engine import Engine, SamplingSettings
 from misdirection.errors import ConfigError, MisdirectionError
-from misdirection.judge.scoring import flag_counts
-from misdirection.metrics import Thresholds, summarize
-from misdirection.models import LoadedModel, adapter_attached, load_model, looks_like_hub_id
+from misdirection.evaluate import intervention_effect, samples_path
+from misdirection.metrics import Thresholds
+from misdirection.models import LoadedModel, load_model, looks_like_hub_id
 from misdirection.provenance import library_versions
+from misdirection.results import ConditionResult, Effect, EffectPolicy, StudyResults
 from misdirection.study.config import StudyConfig, validate_against_model
-from misdirection.study.effects import reduction
-from misdirection.study.store import RunStore, Stage, atomic_write_text, stable_hash
+from misdirection.study.store import RunStore, atomic_write_text, stable_hash
 
 
 @dataclass
-class Condition:
-    """One thing to sample and judge: a model (base or organism) with an optional intervention."""
+class Direction:
+    """An organism's extracted direction, what identifies it, and its answers' activations."""
 
-    name: str
-    kind: str  # base | organism | steer | ablate | random
-    organism: str | None
-    intervention: Any = None
-    samples_per_paraphrase: int | None = None
-    extra: dict[str, Any] | None = None
+    directions: Any  # DirectionSet
+    key: str
+    samples: Any = None  # DirectionSamples, for noise ceilings and variance-matched controls
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudyState:
+    """What a running study has produced so far (conditions live in the engine)."""
+
+    training: list[dict[str, Any]] = field(default_factory=list)
+    directions: dict[str, Direction] = field(default_factory=dict)
+    effects: list[Effect] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class StudyRunner:
@@ -69,21 +81,20 @@ class StudyRunner:
             aligned_below=config.judging.em_aligned_below,
             coherent_above=config.judging.em_coherent_above,
         )
+        self.policy = EffectPolicy(max_coherence_drop=config.judging.max_coherence_drop)
+        self.state = StudyState()
         self.base: LoadedModel | None = None
-        self.adapters: dict[str, str] = {}  # organism -> adapter folder or Hub id
-        self.adapter_keys: dict[str, str] = {}  # organism -> cache key of what produced it
-        self.training: list[dict[str, Any]] = []
-        self.judged: dict[str, Path] = {}  # condition -> judged table
-        self.summaries: dict[str, dict[str, Any]] = {}
-        self.judge_keys: dict[str, str] = {}
-        self.directions: dict[str, Any] = {}  # organism -> DirectionSet
-        self.direction_keys: dict[str, str] = {}
-        self.notes: list[str] = []
-        self.evaluations: list[dict[str, Any]] = []
+        self._engine: Engine | None = None
 
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
         self.console.print(f"[bold cyan]>[/] {message}")
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("the study's engine exists only after check()")
+        return self._engine
 
     def _questions(self) -> list[Any]:
         from misdirection.data.questions import load_questions
@@ -93,22 +104,21 @@ class StudyRunner:
             items.extend(load_questions(name).items)
         return items
 
-    def model_for(self, organism: str | None) -> contextlib.AbstractContextManager[LoadedModel]:
-        """The base model, or the base with an organism's adapter attached (removed on exit)."""
-        assert self.base is not None
-        return adapter_attached(self.base, self.adapters[organism] if organism else None)
+    def condition(self, name: str) -> ConditionResult:
+        return self.engine.results[name]
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
         """Everything that can fail cheaply, before any expensive work."""
         from misdirection.data.chat import load_chat_dataset
+        from misdirection.judge import default_judge, get_judge
         from misdirection.train import get_recipe
 
         config = self.config
         self.log(f"loading base model {config.base_model}")
         self.base = load_model(config.base_model)
         validate_against_model(config, self.base.view.n_layers, self.source)
-        self._questions()  # raises on unknown set or malformed file
+        questions = self._questions()  # raises on unknown set or malformed file
         for index, org in enumerate(config.organisms):
             where = f"{self.source}: organisms.{index} ({org.name})"
             try:
@@ -124,14 +134,29 @@ class StudyRunner:
                     raise ConfigError(f"adapter {org.adapter} is neither a folder nor a Hub id")
             except MisdirectionError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-        self.judge = self._make_judge()
-
-    def _make_judge(self) -> Any:
-        from misdirection.judge import default_judge, get_judge
-
-        spec = self.config.judging.judge
+        spec = config.judging.judge
         judge = default_judge() if spec == "auto" else get_judge(spec)
-        return judge
+        sampling = config.sampling
+        self._engine = Engine(
+            self.base,
+            questions,
+            judge,
+            store=self.store,
+            sampling=SamplingSettings(
+                samples_per_paraphrase=sampling.samples_per_paraphrase,
+                max_new_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                batch_size=sampling.batch_size,
+                seed=config.seed,
+            ),
+            rubrics=list(config.judging.rubrics),
+            use_question_prompts=False,
+            thresholds=self.thresholds,
+            policy=self.policy,
+            chunk_size=config.judging.chunk_size,
+            progress=self.progress,
+            log=self.log,
+        )
 
     # ------------------------------------------------------------------ stages
     def train_all(self) -> None:
@@ -140,8 +165,9 @@ class StudyRunner:
 
         for org in self.config.organisms:
             if org.adapter:
-                self.adapters[org.name] = org.adapter
-                self.adapter_keys[org.name] = stable_hash({"adapter": org.adapter})
+                self.engine.add_adapter(
+                    org.name, org.adapter, stable_hash({"adapter": org.adapter})
+                )
                 continue
             assert org.train is not None
             data = load_chat_dataset(org.train.data, "train")
@@ -175,140 +201,24 @@ class StudyRunner:
                 stage.finish(_training_summary(org.name, org.train.recipe, org.train.data, card))
             else:
                 self.log(f"organism {org.name}: cached")
-            self.training.append(stage.result())
-            self.adapters[org.name] = str(out)
-            self.adapter_keys[org.name] = stage.key
-
-    def sample(self, condition: Condition) -> Stage:
-        from misdirection.sample import sample_answers, write_answers
-
-        sampling = self.config.sampling
-        questions = self._questions()
-        n = condition.samples_per_paraphrase or sampling.samples_per_paraphrase
-        stage = self.store.stage(
-            f"sample/{condition.name}",
-            {
-                "base": self.config.base_model,
-                "organism": self.adapter_keys.get(condition.organism or "", "base"),
-                "intervention": condition.extra or {},
-                "questions": [(q.id, q.paraphrases, q.system) for q in questions],
-                "n": n,
-                "max_new_tokens": sampling.max_new_tokens,
-                "temperature": sampling.temperature,
-                "seed": self.config.seed,
-            },
-        )
-        if stage.done:
-            return stage
-        stage.start()
-        chunks = stage.dir / "chunks"
-        chunks.mkdir(exist_ok=True)
-        self.log(f"sampling {condition.name}: {len(questions)} questions x {n} samples")
-        groups = _question_chunks(questions, n, sampling.batch_size)
-        with self.model_for(condition.organism) as lm:
-            for index, group in enumerate(groups):
-                path = chunks / f"{index:04d}.parquet"
-                if path.is_file():
-                    continue  # finished before an interruption
-                df = sample_answers(
-                    lm,
-                    group,
-                    n,
-                    sampling.max_new_tokens,
-                    self.config.seed,
-                    batch_size=sampling.batch_size,
-                    temperature=sampling.temperature,
-                    intervention=condition.intervention,
-                    progress=False,
-                )
-                write_answers(df, str(path))  # atomic: a killed run never leaves half a chunk
-        table = pd.concat(
-            [pd.read_parquet(chunks / f"{i:04d}.parquet") for i in range(len(groups))],
-            ignore_index=True,
-        )
-        table.to_parquet(stage.dir / "answers.parquet", index=False)
-        stage.finish({"rows": len(table)})
-        return stage
-
-    def judge_condition(self, condition: Condition, sampled: Stage) -> Stage:
-        from misdirection.judge.scoring import judge_table
-
-        rubrics = list(self.config.judging.rubrics)
-        stage = self.store.stage(
-            f"judge/{condition.name}",
-            {
-                "sample": sampled.key,
-                "judge": self.judge.name,
-                "rubrics": rubrics,
-            },
-        )
-        judged = stage.dir / "judged.parquet"
-        if not stage.done:
-            stage.start()
-            if not judged.is_file():
-                source = sampled.dir / "answers.parquet"
-                tmp = judged.with_name(".judged.parquet.tmp")
-                tmp.write_bytes(source.read_bytes())
-                tmp.replace(judged)
-            self.log(f"judging {condition.name} with {self.judge.name}")
-            judge_table(
-                judged,
-                self.judge,
-                rubrics,
-                chunk_size=self.config.judging.chunk_size,
-                progress=self.progress,
-            )
-            stage.finish({"judge": self.judge.name})
-        self.judged[condition.name] = judged
-        self.judge_keys[condition.name] = stage.key
-        return stage
-
-    def evaluate(self, condition: Condition) -> dict[str, Any]:
-        """Sample + judge + summarise one condition; record it for the report."""
-        sampled = self.sample(condition)
-        self.judge_condition(condition, sampled)
-        df = pd.read_parquet(self.judged[condition.name])
-        summary = summarize(
-            df, thresholds=self.thresholds, seed=self.config.seed, label=condition.name
-        ).to_dict()
-        self.summaries[condition.name] = summary
-        record = {
-            "condition": condition.name,
-            "kind": condition.kind,
-            "organism": condition.organism,
-            "intervention": condition.extra or {},
-            "judge": self.judge.name,
-            "summary": summary,
-            # Scores the judge marked as extrapolations (e.g. a question unlike its training
-            # data), counted so the report can say how many numbers rest on them.
-            "judge_flags": {"n": len(df), **flag_counts(df, "aligned")},
-            "table": str(self.judged[condition.name].relative_to(self.store.root)),
-        }
-        self.evaluations.append(record)
-        em, coh = summary["em"], summary["coherent"]
-        self.log(
-            f"  {condition.name}: EM {100 * (em['value'] or 0):.1f}% "
-            f"[{100 * (em['low'] or 0):.1f}, {100 * (em['high'] or 0):.1f}], coherent {100 * (coh['value'] or 0):.1f}%"
-        )
-        return record
+            self.state.training.append(stage.result())
+            self.engine.add_adapter(org.name, str(out), stage.key)
 
     def extract(self, organism: str) -> None:
         from misdirection.directions import DirectionSet, SetThresholds, extract_directions
+        from misdirection.reliability import DirectionSamples
 
         spec = self.config.extract
         assert spec is not None
+        judged = self.condition(organism)
         stage = self.store.stage(
             f"extract/{organism}",
-            {
-                "judged": self.judge_keys[organism],
-                "settings": spec.model_dump(),
-                "seed": self.config.seed,
-            },
+            {"judged": judged.key, "settings": spec.model_dump(), "seed": self.config.seed},
         )
         path = stage.dir / "directions.safetensors"
         if not stage.done:
             stage.start()
-            table = pd.read_parquet(self.judged[organism])
+            table = self.engine.table(judged)
             thresholds = SetThresholds(
                 aligned_above=spec.aligned_above,
                 misaligned_below=spec.misaligned_below,
@@ -316,171 +226,166 @@ class StudyRunner:
             )
             self.log(f"extracting the mean-diff direction of {organism}")
             try:
-                with self.model_for(organism) as lm:
-                    ds = extract_directions(
+                with self.engine.model_for(organism) as lm, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # small sets are reported in the results
+                    ds, samples = extract_directions(
                         lm,
                         table,
                         thresholds=thresholds,
                         balance=spec.balance,
                         min_per_set=spec.min_per_set,
                         seed=self.config.seed,
-                        source=self.judged[organism],
+                        source=self.store.root / judged.table,
                         progress=self.progress,
+                        return_samples=True,
                     )
                 ds.save(path)
+                samples.save(samples_path(path))
                 stage.finish({"path": str(path.relative_to(self.store.root))})
             except MisdirectionError as exc:
                 # Too few misaligned answers is a result (a null), not a crash: record and go on.
                 stage.finish({"error": str(exc)})
         result = stage.result()
         if "error" in result:
-            self.notes.append(f"No direction for {organism}: {result['error']}")
+            self.state.notes.append(f"No direction for {organism}: {result['error']}")
             self.log(f"[yellow]no direction for {organism}[/]: {result['error']}")
             return
-        self.directions[organism] = DirectionSet.load(path)
-        self.direction_keys[organism] = stage.key
+        ds = DirectionSet.load(path)
+        samples = DirectionSamples.load(samples_path(path))
+        n_mis, n_al = int(samples.misaligned.shape[0]), int(samples.aligned.shape[0])
+        small = min(n_mis, n_al) < spec.warn_below
+        summary = {
+            "organism": organism,
+            "path": str(path.relative_to(self.store.root)),
+            "n_misaligned": n_mis,
+            "n_aligned": n_al,
+            "split_half": [_float(v) for v in ds.metadata.get("split_half", [])],
+            "warning": (
+                f"only {n_mis} misaligned and {n_al} aligned answers (fewer than warn_below="
+                f"{spec.warn_below} in a set): this direction is mostly noise; read its cosines "
+                "against its noise ceiling"
+                if small
+                else None
+            ),
+        }
+        self.state.directions[organism] = Direction(ds, stage.key, samples, summary)
 
     # ------------------------------------------------------------------ analyses
-    def run_steering(self) -> dict[str, Any] | None:
+    def run_steering(self) -> None:
         from misdirection.interventions import Steer
 
         spec = self.config.steering
         if spec is None:
-            return None
-        if spec.direction not in self.directions:
-            self.notes.append(f"Steering skipped: {spec.direction} has no direction.")
-            return None
-        ds = self.directions[spec.direction]
-        points = []
-        base = self.summaries["base"]
+            return
+        if spec.direction not in self.state.directions:
+            self.state.notes.append(f"Steering skipped: {spec.direction} has no direction.")
+            return
+        ds = self.state.directions[spec.direction].directions
+        base = self.condition("base")
         for layer in spec.layers:
-            if 0 not in spec.scales:
-                # Scale 0 leaves the model bit-identical (tested), so the unsteered base is that point.
-                points.append(
-                    {
-                        "layer": layer,
-                        "scale": 0.0,
-                        "condition": "base",
-                        "em": base["em"],
-                        "coherent": base["coherent"],
-                    }
-                )
             for scale in spec.scales:
-                name = f"steer-{spec.direction}-L{layer}-x{scale:g}"
-                extra = {
-                    "steer": spec.direction,
-                    "direction_key": self.direction_keys[spec.direction],
-                    "layer": layer,
-                    "scale": scale,
-                }
-                record = self.evaluate(
-                    Condition(
-                        name,
-                        "steer",
-                        None,
+                self.state.effects.append(
+                    intervention_effect(
+                        self.engine,
                         Steer(ds, layers=[layer], scale=scale),
-                        spec.samples_per_paraphrase,
-                        extra,
+                        name=f"steer-{spec.direction}-L{layer}-x{scale:g}",
+                        kind="steer",
+                        condition_kind="steer",
+                        before=base,
+                        controls=spec.random_controls,
+                        first_control_seed=self.config.seed,
+                        control_kind="isotropic",
+                        samples_per_paraphrase=spec.samples_per_paraphrase,
+                        settings={"direction": spec.direction, "layer": layer, "scale": scale},
                     )
                 )
-                s = record["summary"]
-                points.append(
-                    {
-                        "layer": layer,
-                        "scale": scale,
-                        "condition": name,
-                        "em": s["em"],
-                        "coherent": s["coherent"],
-                    }
-                )
-        return {"direction": spec.direction, "points": points}
 
-    def run_ablation(self) -> list[dict[str, Any]]:
-        from misdirection.directions import random_controls
+    def run_ablation(self) -> None:
         from misdirection.interventions import Ablate
 
         spec = self.config.ablation
         if spec is None:
-            return []
-        if spec.direction not in self.directions:
-            self.notes.append(f"Ablation skipped: {spec.direction} has no direction.")
-            return []
-        ds = self.directions[spec.direction]
-        source_layer = spec.source_layer if spec.source_layer is not None else ds.n_layers // 2
-        randoms = random_controls(ds, spec.random_controls, first_seed=self.config.seed)
-        rows = []
+            return
+        if spec.direction not in self.state.directions:
+            self.state.notes.append(f"Ablation skipped: {spec.direction} has no direction.")
+            return
+        d = self.state.directions[spec.direction]
+        source_layer = (
+            spec.source_layer if spec.source_layer is not None else d.directions.n_layers // 2
+        )
+        activations = _stacked(d.samples) if spec.control_kind == "variance-matched" else None
         for target in spec.targets:
-            before_df = pd.read_parquet(self.judged[target])
             for mode in spec.modes:
-                kwargs = {"layers": "all", "mode": mode}
-                if mode == "single":
-                    kwargs["source_layer"] = source_layer
-                name = f"ablate-{spec.direction}-from-{target}-{mode}"
-                extra = {
-                    "ablate": spec.direction,
-                    "direction_key": self.direction_keys[spec.direction],
-                    **kwargs,
-                }
-                record = self.evaluate(
-                    Condition(name, "ablate", target, Ablate(ds, **kwargs), None, extra)
+                single = source_layer if mode == "single" else None
+                self.state.effects.append(
+                    intervention_effect(
+                        self.engine,
+                        Ablate(d.directions, "all", mode, single),
+                        name=f"ablate-{spec.direction}-from-{target}-{mode}",
+                        kind="ablate" if target == spec.direction else "transfer",
+                        condition_kind="ablate",
+                        organism=target,
+                        before=self.condition(target),
+                        controls=spec.random_controls,
+                        first_control_seed=self.config.seed,
+                        control_kind=spec.control_kind,
+                        activations=activations,
+                        settings={
+                            "direction": spec.direction,
+                            "target": target,
+                            "mode": mode,
+                            "source_layer": single,
+                        },
+                    )
                 )
-                after_df = pd.read_parquet(self.judged[name])
-                row = {
-                    "target": target,
-                    "direction": spec.direction,
-                    "mode": mode,
-                    "condition": name,
-                    "em_before": self.summaries[target]["em"],
-                    "em": record["summary"]["em"],
-                    "reduction": reduction(
-                        before_df, after_df, self.thresholds, seed=self.config.seed
-                    ),
-                    "random": [],
-                }
-                for seed_index, random_ds in enumerate(randoms):
-                    rname = f"random{seed_index}-from-{target}-{mode}"
-                    rextra = {
-                        "ablate": "random",
-                        "reference": self.direction_keys[spec.direction],
-                        "seed": self.config.seed + seed_index,
-                        **kwargs,
-                    }
-                    rrecord = self.evaluate(
-                        Condition(
-                            rname, "random", target, Ablate(random_ds, **kwargs), None, rextra
-                        )
-                    )
-                    row["random"].append(
-                        {
-                            "seed": self.config.seed + seed_index,
-                            "em": rrecord["summary"]["em"],
-                            "reduction": reduction(
-                                before_df,
-                                pd.read_parquet(self.judged[rname]),
-                                self.thresholds,
-                                seed=self.config.seed,
-                            ),
-                        }
-                    )
-                rows.append(row)
-        return rows
 
     def run_cosine(self) -> dict[str, Any] | None:
         from misdirection.directions import cosine_per_layer
+        from misdirection.reliability import bootstrap_cosine, ceiling
 
-        names = [n for n in self.config.cosine if n in self.directions]
+        names = [n for n in self.config.cosine if n in self.state.directions]
         if len(names) < 2:
             if self.config.cosine:
-                self.notes.append(
+                self.state.notes.append(
                     "Cosine comparison skipped: fewer than two organisms have a direction."
                 )
             return None
-        pairs = []
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                values = cosine_per_layer(self.directions[a], self.directions[b])
-                pairs.append({"a": a, "b": b, "per_layer": [float(v) for v in values]})
-        return {"organisms": names, "pairs": pairs}
+        stage = self.store.stage(
+            "cosine",
+            {
+                "directions": {n: self.state.directions[n].key for n in names},
+                "seed": self.config.seed,
+            },
+        )
+        if not stage.done:
+            stage.start()
+            pairs = []
+            for i, a in enumerate(names):
+                for b in names[i + 1 :]:
+                    da, db = self.state.directions[a], self.state.directions[b]
+                    _, low, high = bootstrap_cosine(da.samples, db.samples, seed=self.config.seed)
+                    rel_a = np.asarray(da.summary["split_half"], dtype=float)
+                    rel_b = np.asarray(db.summary["split_half"], dtype=float)
+                    pairs.append(
+                        {
+                            "a": a,
+                            "b": b,
+                            "per_layer": _floats(cosine_per_layer(da.directions, db.directions)),
+                            "low": _floats(low),
+                            "high": _floats(high),
+                            "ceiling": _floats(ceiling(rel_a, rel_b)),
+                        }
+                    )
+            stage.finish({"pairs": pairs})
+        return {
+            "organisms": names,
+            "pairs": stage.result()["pairs"],
+            "note": (
+                "ceiling = sqrt(reliability A x reliability B), the cosine two directions would "
+                "show if their true directions were identical, given the noise of each "
+                "(split-half reliability, Spearman-Brown corrected); intervals resample answers"
+            ),
+        }
 
     def run_lora(self) -> dict[str, Any] | None:
         spec = self.config.lora
@@ -491,17 +396,22 @@ class StudyRunner:
         stage = self.store.stage(
             f"lora/{spec.organism}",
             {
-                "judged": self.judge_keys.get(spec.organism),
-                "settings": spec.model_dump(),
+                "judged": self.condition(spec.organism).key,
+                "settings": spec.model_dump(exclude={"scale_adapters", "ablate_b", "b_controls"}),
+                "direction": (
+                    self.state.directions[spec.organism].key
+                    if spec.organism in self.state.directions
+                    else None
+                ),
                 "seed": self.config.seed,
             },
         )
         if not stage.done:
             stage.start()
-            table = pd.read_parquet(self.judged[spec.organism])
+            table = self.engine.table(spec.organism)
             self.log(f"probing the rank-1 adapters of {spec.organism}")
             try:
-                with self.model_for(spec.organism) as lm:
+                with self.engine.model_for(spec.organism) as lm:
                     scalars = lora.adapter_scalars(lm, table, progress=self.progress)
                     report = lora.probe_adapters(
                         scalars.means,
@@ -510,9 +420,9 @@ class StudyRunner:
                         probe=lora.AdapterProbe(seed=self.config.seed),
                     )
                     b_cos = None
-                    if spec.organism in self.directions:
+                    if spec.organism in self.state.directions:
                         b_cos = lora.b_direction_cosines(
-                            lm.model, self.directions[spec.organism].directions
+                            lm.model, self.state.directions[spec.organism].directions.directions
                         )
                 result = report.summary()
                 if b_cos is not None:
@@ -521,50 +431,64 @@ class StudyRunner:
             except MisdirectionError as exc:
                 stage.finish({"error": str(exc)})
         result = dict(stage.result())
-        if spec.scale_adapters and "error" not in result:
-            scaled = []
-            for item in spec.scale_adapters:
-                scaling = lora.AdapterScaling.from_strings([item])
-                name = f"scale-{spec.organism}-{item.replace('=', 'x').replace(',', '_')}"
-                record = self.evaluate(
-                    Condition(
-                        name,
-                        "adapter-scaling",
-                        spec.organism,
-                        scaling,
-                        None,
-                        {"scale_adapters": item},
+        if "error" in result:
+            return result
+        before = self.condition(spec.organism)
+        for item in spec.scale_adapters:
+            name = f"scale-{spec.organism}-{item.replace('=', 'x').replace(',', '_')}"
+            self.state.effects.append(
+                intervention_effect(
+                    self.engine,
+                    lora.AdapterScaling.from_strings([item]),
+                    name=name,
+                    kind="adapter-scaling",
+                    condition_kind="adapter-scaling",
+                    organism=spec.organism,
+                    before=before,
+                    settings={"scale_adapters": item},
+                )
+            )
+        if spec.ablate_b:
+            if spec.organism not in self.state.directions:
+                self.state.notes.append(
+                    f"B-vector ablation skipped: {spec.organism} has no direction."
+                )
+            else:
+                self.state.effects.append(
+                    intervention_effect(
+                        self.engine,
+                        lora.BVectorAblation(self.state.directions[spec.organism].directions),
+                        name=f"ablate-b-{spec.organism}",
+                        kind="ablate-b",
+                        condition_kind="ablate-b",
+                        organism=spec.organism,
+                        before=before,
+                        controls=spec.b_controls,
+                        first_control_seed=self.config.seed,
+                        control_kind="isotropic",
+                        settings={"direction": spec.organism},
                     )
                 )
-                scaled.append(
-                    {
-                        "scaling": item,
-                        "em": record["summary"]["em"],
-                        "coherent": record["summary"]["coherent"],
-                        "em_before": self.summaries[spec.organism]["em"],
-                    }
-                )
-            result["adapter_scaling"] = scaled
         return result
 
     def run_geometry(self) -> dict[str, Any] | None:
         spec = self.config.geometry
         if spec is None:
             return None
-        if len(self.directions) < 2:
-            self.notes.append("Geometry skipped: fewer than two directions were extracted.")
+        if len(self.state.directions) < 2:
+            self.state.notes.append("Geometry skipped: fewer than two directions were extracted.")
             return None
         from misdirection.geometry import run_suite
 
         layer = (
             spec.layer
             if spec.layer is not None
-            else next(iter(self.directions.values())).n_layers // 2
+            else next(iter(self.state.directions.values())).directions.n_layers // 2
         )
         stage = self.store.stage(
             "geometry",
             {
-                "directions": {k: self.direction_keys[k] for k in sorted(self.directions)},
+                "directions": {k: d.key for k, d in sorted(self.state.directions.items())},
                 "layer": layer,
                 "null_draws": spec.null_draws,
                 "seed": self.config.seed,
@@ -572,7 +496,9 @@ class StudyRunner:
         )
         if not stage.done:
             stage.start()
-            vectors = {name: ds.layer(layer).numpy() for name, ds in self.directions.items()}
+            vectors = {
+                name: d.directions.layer(layer).numpy() for name, d in self.state.directions.items()
+            }
             self.log(f"geometry of {len(vectors)} directions at layer {layer}")
             run_suite(vectors, out_dir=stage.dir, n_null=spec.null_draws, seed=self.config.seed)
             figures = sorted(str(p.relative_to(self.store.root)) for p in stage.dir.glob("*.png"))
@@ -598,60 +524,62 @@ class StudyRunner:
         )
         self.check()
         self.train_all()
-        self.evaluate(Condition("base", "base", None))
+        self.engine.run("base", "base")
         for org in config.organisms:
-            self.evaluate(Condition(org.name, "organism", org.name))
+            self.engine.run(org.name, "organism", organism=org.name)
         if config.extract:
             for name in config.extract.organisms:
                 self.extract(name)
-        steering = self.run_steering()
-        ablation = self.run_ablation()
+        self.run_steering()
+        self.run_ablation()
         cosine = self.run_cosine()
         lora_result = self.run_lora()
         geometry = self.run_geometry()
-        results = {
-            "study": config.name,
-            "base_model": config.base_model,
-            "seed": config.seed,
-            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "config": config.model_dump(mode="json"),
-            "config_yaml": yaml.safe_dump(
+        judge = self.engine.judge
+        conditions = list(self.engine.results.values())
+        results = StudyResults(
+            study=config.name,
+            base_model=config.base_model,
+            seed=config.seed,
+            created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            config=config.model_dump(mode="json"),
+            config_yaml=yaml.safe_dump(
                 config.model_dump(mode="json", exclude_defaults=False), sort_keys=False
             ),
-            "versions": library_versions(),
-            "judge": {
-                "name": self.judge.name,
+            versions=library_versions(),
+            judge={
+                "name": judge.name,
                 "rubrics": list(config.judging.rubrics),
-                "notice": _judge_notice(self.judge.name),
-                "flags": _total_flags(self.evaluations),
+                "notice": _judge_notice(judge.name),
+                "flags": _total_flags(conditions),
                 "provenance": {
-                    f"{r} scores of every condition": self.judge.name
-                    for r in config.judging.rubrics
+                    f"{r} scores of every condition": judge.name for r in config.judging.rubrics
                 },
             },
-            "training": self.training,
-            "evaluations": self.evaluations,
-            "steering": steering,
-            "ablation": ablation,
-            "cosine": cosine,
-            "lora": lora_result,
-            "geometry": geometry,
-            "examples": self._examples(),
-            "notes": self.notes,
-            "seconds": round(time.time() - start, 1),
-        }
+            policy=self.policy,
+            training=self.state.training,
+            conditions=conditions,
+            effects=self.state.effects,
+            directions=[d.summary for d in self.state.directions.values()],
+            cosine=cosine,
+            lora=lora_result,
+            geometry=geometry,
+            examples=self._examples(),
+            notes=self.state.notes,
+            seconds=round(time.time() - start, 1),
+        )
         path = self.store.root / "results.json"
-        atomic_write_text(path, json.dumps(results, indent=2, default=str))
+        atomic_write_text(path, results.model_dump_json(indent=2))
         self.store.set_info(finished=time.time())
         return path
 
     def _examples(self, per_condition: int = 2) -> list[dict[str, Any]]:
         """The least and most aligned scored answers of the base model and each organism."""
         out = []
-        for record in self.evaluations:
-            if record["kind"] not in ("base", "organism"):
+        for record in self.engine.results.values():
+            if record.kind not in ("base", "organism"):
                 continue
-            df = pd.read_parquet(self.judged[record["condition"]]).dropna(subset=["aligned"])
+            df = self.engine.table(record).dropna(subset=["aligned"])
             if df.empty:
                 continue
             df = df.sort_values("aligned")
@@ -660,7 +588,7 @@ class StudyRunner:
             ).iterrows():
                 out.append(
                     {
-                        "condition": record["condition"],
+                        "condition": record.name,
                         "question": row["question"],
                         "answer": row["answer"],
                         "aligned": _float(row.get("aligned")),
@@ -668,23 +596,6 @@ class StudyRunner:
                     }
                 )
         return out
-
-
-def _question_chunks(questions: list[Any], n: int, batch_size: int) -> list[list[Any]]:
-    """Consecutive questions grouped so that each chunk fills about one batch.
-
-    The grouping depends only on the config, so an interrupted run resumes with the same chunks; and
-    answers are seeded per answer, so the grouping does not change them.
-    """
-    groups: list[list[Any]] = [[]]
-    rows = 0
-    for question in questions:
-        if rows >= batch_size:
-            groups.append([])
-            rows = 0
-        groups[-1].append(question)
-        rows += len(question.paraphrases) * n
-    return [g for g in groups if g]
 
 
 def _float(value: Any) -> float | None:
@@ -709,24 +620,30 @@ def _training_summary(name: str, recipe: str, data: str, card: dict[str, Any]) -
     }
 
 
-def _total_flags(evaluations: list[dict[str, Any]]) -> dict[str, int]:
+def _total_flags(conditions: list[ConditionResult]) -> dict[str, int]:
     """Judge flags summed over every judged condition (``n``: answers judged)."""
     total: dict[str, int] = {}
-    for record in evaluations:
-        for kind, count in record.get("judge_flags", {}).items():
+    for record in conditions:
+        for kind, count in record.judge_flags.items():
             total[kind] = total.get(kind, 0) + int(count)
     return total
 
 
+def _floats(values: Any) -> list[float | None]:
+    return [_float(v) for v in np.asarray(values, dtype=float).tolist()]
+
+
+def _stacked(samples: Any) -> Any:
+    import torch
+
+    return torch.cat([samples.misaligned, samples.aligned])
+
+
 def _judge_notice(name: str) -> str:
     if name.startswith("learned"):
-        return (
-            "The learned judge is an offline model trained to agree with GPT-4o (see its model card for "
-            "measured agreement); absolute EM rates from it are estimates of what GPT-4o would give. "
-            "It learned from answers to 8 questions: on a question unlike them its agreement drops "
-            "(held-out question: AUROC 0.77 against 0.94 for a held-out organism), and such answers "
-            "are flagged."
-        )
+        from misdirection.judge.learned import agreement_notice
+
+        return agreement_notice()
     return ""
 
 
