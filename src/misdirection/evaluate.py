@@ -280,8 +280,11 @@ def intervention_effect(
     for c in control_list:
         engine.check(c, organism)
     if before is None:
+        tuned = organism is not None or bool(getattr(engine.model, "adapter_spec", ""))
         before = engine.run(
-            organism or "base", "organism" if organism else "base", organism=organism
+            organism or ("organism" if tuned else "base"),
+            "organism" if tuned else "base",
+            organism=organism,
         )
     after = engine.run(
         name,

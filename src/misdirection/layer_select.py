@@ -356,42 +356,22 @@ def _margins(
     return lp[: len(t_table)], lp[len(t_table) :]
 
 
-def _judged(
-    lm: Any,
-    judge: Any,
-    questions: Any,
-    intervention: Any,
-    *,
-    n_per_question: int,
-    max_new_tokens: int,
-    seed: int,
-    batch_size: int,
-    label: str,
-) -> tuple[dict[str, float], pd.DataFrame]:
-    from misdirection.judge.scoring import judge_table
-    from misdirection.metrics import summarize
-    from misdirection.sample import sample_answers
-
-    answers = sample_answers(
-        lm,
-        questions,
-        n_per_question,
-        max_new_tokens,
-        seed,
-        batch_size=batch_size,
-        intervention=intervention,
-        progress=False,
+def _judged(engine: Any, intervention: Any, label: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One judged cell through the evaluation engine: its shares and its judged answers."""
+    result = engine.run(
+        label, "steer" if intervention is not None else "base", intervention=intervention
     )
-    scored = judge_table(answers, judge, ["aligned", "coherent"], progress=False)
-    s = summarize(scored, seed=seed, n_resamples=500, label=label)
+    scored = engine.table(result)
     scored["sweep_cell"] = label
     return (
         {
-            "em": s.em.value,
-            "em_low": s.em.low,
-            "em_high": s.em.high,
-            "coherent": s.coherent.value,
-            "n_judged": s.n,
+            "em": result.em.value,
+            "em_low": result.em.low,
+            "em_high": result.em.high,
+            "coherent": result.coherent.value,
+            "coherent_low": result.coherent.low,
+            "coherent_high": result.coherent.high,
+            "n_judged": result.n,
         },
         scored,
     )
@@ -492,18 +472,23 @@ def select_layer(
         "margin": float((t0 - a0).mean()),
     }
     answers: list[pd.DataFrame] = []
+    engine = None
     if judge is not None:
-        stats, scored = _judged(
+        from misdirection.engine import Engine, SamplingSettings
+
+        engine = Engine(
             lm,
-            judge,
             questions,
-            None,
-            n_per_question=n_per_question,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            batch_size=batch_size,
-            label="baseline",
+            judge,
+            sampling=SamplingSettings(
+                samples_per_paraphrase=n_per_question,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                seed=seed,
+            ),
+            progress=False,
         )
+        stats, scored = _judged(engine, None, "baseline")
         baseline.update(stats)
         answers.append(scored)
 
@@ -530,18 +515,8 @@ def select_layer(
             else math.nan,
             "n_pairs": len(dm),
         }
-        if judge is not None:
-            stats, scored = _judged(
-                lm,
-                judge,
-                questions,
-                steer,
-                n_per_question=n_per_question,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                batch_size=batch_size,
-                label=f"layer={layer},scale={scale:g}",
-            )
+        if engine is not None:
+            stats, scored = _judged(engine, steer, f"layer={layer},scale={scale:g}")
             row.update(stats)
             answers.append(scored)
         rows.append(row)

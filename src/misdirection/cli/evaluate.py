@@ -13,8 +13,10 @@ from misdirection.cli._shared import (
     AlignedOpt,
     BatchOpt,
     CoherentOpt,
+    ControlKindOpt,
     DeviceOpt,
     JudgeOpt,
+    MaxDropOpt,
     ModelOpt,
     NOpt,
     ProgressOpt,
@@ -25,6 +27,7 @@ from misdirection.cli._shared import (
     SeedOpt,
     TemperatureOpt,
     TokensOpt,
+    control_kind_for,
     judging,
 )
 
@@ -81,21 +84,6 @@ def build_intervention(
     return full, directional[0] if len(directional) == 1 else None
 
 
-def _summary_row(name: str, ev: Any) -> dict[str, Any]:
-    s = ev.summary
-    return {
-        "condition": name,
-        "n": s.n,
-        "em": s.em.value,
-        "em_low": s.em.low,
-        "em_high": s.em.high,
-        "coherent": s.coherent.value,
-        "coherent_low": s.coherent.low,
-        "coherent_high": s.coherent.high,
-        "intervention": ev.settings.get("intervention", ""),
-    }
-
-
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_command(
@@ -144,9 +132,11 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--random-control",
                 min=0,
-                help="Also evaluate K random directions of the same norms.",
+                help="Also evaluate K random-direction controls of the intervention.",
             ),
         ] = 0,
+        control_kind: ControlKindOpt = "auto",
+        max_coherence_drop: MaxDropOpt = 0.10,
         scale_adapters: Annotated[
             list[str],
             typer.Option(
@@ -162,20 +152,33 @@ def register(app: typer.Typer) -> None:
         question_prompts: QuestionPromptsOpt = True,
         progress: ProgressOpt = True,
     ) -> None:
-        """Sample answers, judge them and print the EM summary (share, 95% CI, nulls), optionally under an intervention.
+        """Sample answers, judge them and print the EM summary (share, 95% CI, nulls); with an intervention, its effect.
 
-        Writes OUT/answers.parquet (judged in place), OUT/settings.json and OUT/summary.json. A re-run with the same settings reuses the answers and judges only what is missing. With --random-control K, control k is evaluated in OUT/random-k and OUT/controls.json compares them.
+        With --steer, --ablate or --scale-adapters the model is also evaluated without it, and the effect is printed: EM, coherent share and EM among coherent answers before and after, with a coherence-aware verdict; --random-control K adds K controls. Every condition is cached in OUT (a re-run reuses answers and scores); OUT/results.json holds the conditions and the effect.
         """
         from rich.console import Console
 
         from misdirection.data.questions import load_questions
         from misdirection.errors import ConfigError
-        from misdirection.evaluate import evaluate, evaluate_controls
-        from misdirection.metrics import comparison_table, render
+        from misdirection.evaluate import (
+            engine_results,
+            intervention_effect,
+            make_engine,
+            write_results,
+        )
+        from misdirection.metrics import render, summarize
         from misdirection.models import load_model
+        from misdirection.results import effects_rich_table
 
         backend, judged = judging(
-            judge, device, rubric, rubrics_file, aligned_below, coherent_above, question_prompts
+            judge,
+            device,
+            rubric,
+            rubrics_file,
+            aligned_below,
+            coherent_above,
+            question_prompts,
+            max_coherence_drop,
         )
         intervention, directional = build_intervention(
             steer=steer,
@@ -190,41 +193,59 @@ def register(app: typer.Typer) -> None:
         )
         if random_control and directional is None:
             raise ConfigError("--random-control needs exactly one of --steer or --ablate")
+        kind = (
+            control_kind_for(control_kind, directional) if directional is not None else "isotropic"
+        )
         question_set = load_questions(questions)
         lm = load_model(model, adapter=adapter or None, device=device)
-        kwargs = {
-            "n": n,
-            "max_new_tokens": max_new_tokens,
-            "seed": seed,
-            "batch_size": batch_size,
-            "temperature": temperature,
-            "progress": progress,
-            **judged,
-        }
         console = Console()
-        if random_control:
-            results = evaluate_controls(
-                lm, question_set, backend, intervention, random_control, out=out, **kwargs
-            )
-            render(results["reference"].summary, console)
-            console.print(comparison_table({name: ev.summary for name, ev in results.items()}))
-            _write_controls(out / "controls.json", [_summary_row(k, v) for k, v in results.items()])
-            console.print(
-                f"wrote {out}/ (reference) and {', '.join(f'{out}/{k}' for k in results if k != 'reference')}"
-            )
-            return
-        ev = evaluate(
+        engine = make_engine(
             lm,
             question_set,
             backend,
-            intervention=intervention,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
             out=out,
-            label=_label(lm),
-            **kwargs,
+            batch_size=batch_size,
+            temperature=temperature,
+            progress=progress,
+            log=lambda line: console.print(f"[bold cyan]>[/] {line}"),
+            **judged,
         )
-        render(ev.summary, console)
-        reused = "" if ev.resampled else " (answers reused from an earlier run)"
-        console.print(f"wrote {ev.paths['answers']} and {ev.paths['summary']}{reused}")
+        label = _label(lm)
+        if intervention is None:
+            result = engine.run(label)
+            render(
+                summarize(engine.table(result), thresholds=engine.thresholds, label=label), console
+            )
+            path = write_results(engine_results(engine), out)
+            console.print(f"wrote {path} (answers: {out / result.table})")
+            return
+        effect = intervention_effect(
+            engine,
+            intervention,
+            name=f"{intervention.kind}",
+            kind="intervention",
+            condition_kind=_condition_kind(intervention),
+            controls=random_control,
+            control_kind=kind,  # type: ignore[arg-type]
+        )
+        before = engine.results[effect.before]
+        render(
+            summarize(engine.table(before), thresholds=engine.thresholds, label=before.name),
+            console,
+            per_question=False,
+        )
+        after = engine.results[effect.after]
+        render(
+            summarize(engine.table(after), thresholds=engine.thresholds, label=after.name),
+            console,
+            per_question=False,
+        )
+        console.print(effects_rich_table([effect], title=f"effect of the intervention ({label})"))
+        path = write_results(engine_results(engine, [effect]), out, "effects.csv")
+        console.print(f"wrote {path} and {out / 'effects.csv'}")
 
     @app.command("sweep")
     def sweep_command(
@@ -263,6 +284,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         normalize: NormalizeOpt = False,
+        random_control: Annotated[
+            int,
+            typer.Option(
+                "--random-control",
+                min=0,
+                help="K isotropic random directions of the same norm at each point's layer.",
+            ),
+        ] = 0,
+        max_coherence_drop: MaxDropOpt = 0.10,
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
         device: DeviceOpt = None,
@@ -271,9 +301,9 @@ def register(app: typer.Typer) -> None:
         question_prompts: QuestionPromptsOpt = True,
         progress: ProgressOpt = True,
     ) -> None:
-        """Steering sweep: EM and coherence for every (layer, scale), as a table, OUT/sweep.csv and OUT/sweep.png curves.
+        """Steering sweep: for every (layer, scale) the effect on EM and coherence against the unsteered model, as a table, OUT/sweep.csv, OUT/results.json and OUT/sweep.png curves.
 
-        Each point is an evaluation in OUT/L<layer>_s<scale> (resumable: a re-run skips finished points).
+        Every condition is cached in OUT (resumable: a re-run skips finished points).
         """
         from rich.console import Console
 
@@ -285,12 +315,19 @@ def register(app: typer.Typer) -> None:
             parse_layers,
             plot_sweep,
             steering_sweep,
-            sweep_table,
         )
         from misdirection.models import load_model
+        from misdirection.results import effects_rich_table
 
         backend, judged = judging(
-            judge, device, rubric, rubrics_file, aligned_below, coherent_above, question_prompts
+            judge,
+            device,
+            rubric,
+            rubrics_file,
+            aligned_below,
+            coherent_above,
+            question_prompts,
+            max_coherence_drop,
         )
         layer_list = parse_layers(layers)
         if layer_list == "all":
@@ -299,7 +336,7 @@ def register(app: typer.Typer) -> None:
         directions = DirectionSet.load(direction)  # a bad file fails before the model loads
         question_set = load_questions(questions)
         lm = load_model(model, adapter=adapter or None, device=device)
-        df = steering_sweep(
+        results = steering_sweep(
             lm,
             question_set,
             backend,
@@ -311,6 +348,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             source_layer=source_layer,
             normalize=normalize,
+            random_controls=random_control,
             out=out,
             batch_size=batch_size,
             temperature=temperature,
@@ -318,10 +356,10 @@ def register(app: typer.Typer) -> None:
             **judged,
         )
         plot = plot_sweep(
-            df, out / "sweep.png", title=f"steering with {direction.name} ({_label(lm)})"
+            results, out / "sweep.png", title=f"steering with {direction.name} ({_label(lm)})"
         )
         console = Console()
-        console.print(sweep_table(df))
+        console.print(effects_rich_table(results.effects, title="steering sweep"))
         console.print(f"wrote {out / 'sweep.csv'} and {plot}")
 
 
@@ -329,12 +367,11 @@ def _label(lm: Any) -> str:
     return f"{lm.spec} + {lm.adapter_spec}" if getattr(lm, "adapter_spec", "") else str(lm.spec)
 
 
-def _write_controls(path: Path, rows: list[dict[str, Any]]) -> None:
-    import json
-    import math
-
-    clean = [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
-    path.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+def _condition_kind(intervention: Any) -> Any:
+    kinds = {
+        "steer": "steer",
+        "ablate": "ablate",
+        "scale-adapters": "adapter-scaling",
+        "ablate-b": "ablate-b",
+    }
+    return kinds.get(getattr(intervention, "kind", ""), "evaluate")

@@ -211,6 +211,93 @@ def register(app: typer.Typer) -> None:
             df.to_csv(out, index=False)
             typer.echo(f"written: {out}")
 
+    @sub.command("ablate-b")
+    def ablate_b_command(
+        directions: Path = typer.Argument(
+            ..., help="Direction file [n_layers, d_model] (from `misdirection extract`)."
+        ),
+        adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            "-o",
+            help="Output folder: results.json, effects.csv, the cached conditions.",
+        ),
+        model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
+        questions: str = typer.Option(
+            "core", "--questions", "-q", help="Question YAML file or built-in set."
+        ),
+        n: int = typer.Option(None, "--n", "-n", min=1, help="Answers per paraphrase."),
+        max_new_tokens: int = typer.Option(
+            400, "--max-new-tokens", "-t", min=1, help="Token limit per answer."
+        ),
+        seed: int = typer.Option(0, "--seed", "-s", min=0, help="Sampling seed."),
+        judge: str = typer.Option(None, "--judge", "-j", help="Judge spec (default: auto)."),
+        source_layer: int = typer.Option(
+            None,
+            "--source-layer",
+            help="Project this layer's direction out of every adapter (default: each its own).",
+        ),
+        random_control: int = typer.Option(
+            5,
+            "--random-control",
+            min=0,
+            help="K random directions (same norm) projected out instead.",
+        ),
+        max_coherence_drop: float = typer.Option(
+            0.10,
+            "--max-coherence-drop",
+            min=0.0,
+            max=1.0,
+            help="Largest fall of the coherent share for an EM change to count (0.10 = 10 points).",
+        ),
+        device: str = typer.Option(None, "--device", help="Device to load the model on."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Project the direction out of the rank-1 adapters' B vectors and measure the effect on EM and coherence (with random controls)."""
+        from rich.console import Console
+
+        from misdirection.data.questions import load_questions
+        from misdirection.directions import DirectionSet
+        from misdirection.evaluate import (
+            engine_results,
+            intervention_effect,
+            make_engine,
+            write_results,
+        )
+        from misdirection.lora import BVectorAblation
+        from misdirection.results import EffectPolicy, effects_rich_table
+
+        ds = DirectionSet.load(directions)  # a bad file fails before the model loads
+        question_set = load_questions(questions)
+        lm = _load(model, adapter, device, None)
+        console = Console()
+        engine = make_engine(
+            lm,
+            question_set,
+            judge,
+            n=n,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            out=out,
+            policy=EffectPolicy(max_coherence_drop=max_coherence_drop),
+            progress=progress,
+            log=lambda line: console.print(f"[bold cyan]>[/] {line}"),
+        )
+        effect = intervention_effect(
+            engine,
+            BVectorAblation(ds, source_layer=source_layer),
+            name="ablate-b",
+            kind="ablate-b",
+            condition_kind="ablate-b",
+            controls=random_control,
+            first_control_seed=seed,
+            settings={"direction": str(directions)},
+        )
+        console.print(effects_rich_table([effect], title=f"B-vector ablation of {directions.name}"))
+        path = write_results(engine_results(engine, [effect]), out, "effects.csv")
+        console.print(f"wrote {path} and {out / 'effects.csv'}")
+
     @sub.command("converge")
     def converge_command(
         answers: Path = typer.Argument(..., help="Answers table whose answer tokens are compared."),

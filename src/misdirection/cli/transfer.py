@@ -12,8 +12,10 @@ from misdirection.cli._shared import (
     AlignedOpt,
     BatchOpt,
     CoherentOpt,
+    ControlKindOpt,
     DeviceOpt,
     JudgeOpt,
+    MaxDropOpt,
     ModelOpt,
     NOpt,
     ProgressOpt,
@@ -73,7 +75,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--out",
                 "-o",
-                help="Output folder: transfer.csv, transfer.json, one folder per condition.",
+                help="Output folder: transfer.csv, results.json, one cache folder per target.",
             ),
         ],
         model: ModelOpt = "smollm2-135m",
@@ -85,9 +87,11 @@ def register(app: typer.Typer) -> None:
         random_control: Annotated[
             int,
             typer.Option(
-                "--random-control", min=0, help="K random directions of the same per-layer norms."
+                "--random-control", min=0, help="K random-direction controls per (target, mode)."
             ),
         ] = 0,
+        control_kind: ControlKindOpt = "auto",
+        max_coherence_drop: MaxDropOpt = 0.10,
         questions: QuestionsOpt = "core",
         n: NOpt = None,
         max_new_tokens: TokensOpt = 400,
@@ -103,25 +107,35 @@ def register(app: typer.Typer) -> None:
         question_prompts: QuestionPromptsOpt = True,
         progress: ProgressOpt = True,
     ) -> None:
-        """EM of each target with and without ablating the direction: % reduction [95% CI] and the random-control reductions beside it.
+        """EM and coherence of each target with and without ablating the direction, beside random controls, with a coherence-aware verdict.
 
-        Every condition (target x none / ablate-MODE / ablate-MODE-random-K) is a resumable evaluation in OUT/TARGET/CONDITION; the table goes to OUT/transfer.csv and OUT/transfer.json.
+        Every condition is cached in OUT/TARGET (resumable); the effects go to OUT/transfer.csv and OUT/results.json.
         """
         from rich.console import Console
 
         from misdirection.data.questions import load_questions
         from misdirection.directions import DirectionSet
-        from misdirection.evaluate import parse_layers, transfer, transfer_table
+        from misdirection.evaluate import parse_layers, samples_path, transfer
         from misdirection.models import load_model
+        from misdirection.results import effects_rich_table
 
         backend, judged = judging(
-            judge, device, rubric, rubrics_file, aligned_below, coherent_above, question_prompts
+            judge,
+            device,
+            rubric,
+            rubrics_file,
+            aligned_below,
+            coherent_above,
+            question_prompts,
+            max_coherence_drop,
         )
         target_map = parse_targets(targets)
         ds = DirectionSet.load(direction)
+        if control_kind == "auto":
+            control_kind = "variance-matched" if samples_path(direction).is_file() else "isotropic"
         question_set = load_questions(questions)
         base = load_model(model, device=device)
-        df = transfer(
+        results = transfer(
             base,
             ds,
             target_map,
@@ -131,6 +145,7 @@ def register(app: typer.Typer) -> None:
             modes=mode or ("layerwise", "single"),
             layers=parse_layers(layers),
             random_controls=random_control,
+            control_kind=control_kind,  # type: ignore[arg-type]
             n=n,
             max_new_tokens=max_new_tokens,
             seed=seed,
@@ -142,6 +157,9 @@ def register(app: typer.Typer) -> None:
         )
         console = Console()
         console.print(
-            transfer_table(df, title=f"ablating {direction.name} (source layer {source_layer})")
+            effects_rich_table(
+                results.effects,
+                title=f"ablating {direction.name} (source layer {source_layer})",
+            )
         )
-        console.print(f"wrote {out / 'transfer.csv'} and {out / 'transfer.json'}")
+        console.print(f"wrote {out / 'transfer.csv'} and {out / 'results.json'}")
