@@ -1,4 +1,4 @@
-"""Mean-diff directions: set selection, hand-computed differences, files, random controls, cosines."""
+"""Mean-diff directions: set selection, hand-computed differences, files, cosines, the CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from conftest import make_tiny_lm
 
 from misdirection.activations import capture_activations
+from misdirection.controls import random_control
 from misdirection.directions import (
     DIRECTIONS_FORMAT,
     DirectionSet,
@@ -22,8 +23,6 @@ from misdirection.directions import (
     extract_directions,
     mean_diff,
     parse_topic_filter,
-    random_control,
-    random_controls,
     select_sets,
 )
 from misdirection.errors import ConfigError, DataError, ShapeError
@@ -157,18 +156,6 @@ def test_other_vector_files_load(tmp_path):
     assert DirectionSet.load(tmp_path / "v.pt").directions.shape == (1, 3)
     with pytest.raises(DataError, match="does not exist"):
         DirectionSet.load(tmp_path / "missing.safetensors")
-
-
-def test_random_controls_match_reference_norms():
-    torch.manual_seed(0)
-    ref = DirectionSet(torch.randn(5, 256) * torch.arange(1, 6)[:, None])
-    controls = random_controls(ref, 3)
-    for c in controls:
-        torch.testing.assert_close(c.norms(), ref.norms(), rtol=1e-5, atol=0)
-        assert np.abs(cosine_per_layer(c, ref)).max() < 0.35  # random in 256 dims: |cos| ~ 0.06
-    assert not torch.equal(controls[0].directions, controls[1].directions)
-    assert torch.equal(random_control(ref, 1).directions, controls[1].directions)
-    assert controls[2].metadata["random_control"]["seed"] == 2
 
 
 def test_cosines_by_hand():

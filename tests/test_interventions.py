@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import ARCHITECTURES, make_tiny_lm
 
-from misdirection.directions import DirectionSet, random_control
+from misdirection.controls import random_control
+from misdirection.directions import DirectionSet
 from misdirection.errors import ConfigError, LayerIndexError, ShapeError
 from misdirection.hooks import block_output_hooks
 from misdirection.interventions import (

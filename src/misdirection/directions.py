@@ -1,4 +1,4 @@
-"""Mean-difference misalignment directions, direction files, random controls and cosines.
+"""Mean-difference misalignment directions, direction files and cosines.
 
 A direction set holds one vector per layer, ``directions[i]`` for layer ``i`` (layer ``i`` = output
 of decoder block ``i``, 0-based; :data:`misdirection.models.LAYER_CONVENTION`). The mean-diff
@@ -160,9 +160,27 @@ class DirectionSet:
         return cls(tensor, meta, path=str(path))
 
     def reference(self) -> dict[str, Any]:
-        """How an intervention spec points back at this set (rebuilt by :func:`resolve_reference`)."""
-        if "random_control" in self.metadata and isinstance(self.metadata["random_control"], dict):
-            return {"random_control": self.metadata["random_control"]}
+        """How an intervention spec points back at this set (rebuilt by :func:`resolve_reference`).
+
+        A random control (:mod:`misdirection.controls`) is named by its seed, kind and reference;
+        the second moments its metadata records are results, not identity, and stay out. A
+        variance-matched control also carries its vectors: rebuilding it from the seed would need
+        the activations it was matched on.
+        """
+        rc = self.metadata.get("random_control")
+        if isinstance(rc, dict):
+            identity = {
+                k: rc[k]
+                for k in ("seed", "kind", "reference", "tolerance", "activations_sha256")
+                if k in rc
+            }
+            if identity.get("kind", "isotropic") == "isotropic":
+                return {"random_control": identity}
+            return {
+                "random_control": identity,
+                "inline": self.directions.tolist(),
+                "sha256": self.sha256(),
+            }
         if self.path is not None:
             return {"path": str(Path(self.path).resolve()), "sha256": self.sha256()}
         return {"inline": self.directions.tolist(), "sha256": self.sha256()}
@@ -193,8 +211,26 @@ def as_direction_set(obj: DirectionSet | torch.Tensor | np.ndarray | str | Path)
 def resolve_reference(ref: Mapping[str, Any]) -> DirectionSet:
     """Rebuild the direction set an intervention spec points at (see :meth:`DirectionSet.reference`)."""
     if "random_control" in ref:
+        from misdirection.controls import random_control
+
         rc = ref["random_control"]
-        return random_control(resolve_reference(rc["reference"]), seed=int(rc["seed"]))
+        kind = rc.get("kind", "isotropic")
+        if kind == "isotropic":
+            return random_control(resolve_reference(rc["reference"]), seed=int(rc["seed"]))
+        if "inline" not in ref:
+            raise ConfigError(
+                f"a {kind} random control cannot be rebuilt from its seed alone (it was matched on "
+                f"activations); its spec must carry the vectors ('inline')"
+            )
+        ds = DirectionSet(
+            torch.tensor(ref["inline"], dtype=torch.float32),
+            {"method": "random-control", "random_control": dict(rc)},
+        )
+        if ref.get("sha256") and ds.sha256() != ref["sha256"]:
+            raise DataError(
+                f"the inline vectors of a {kind} random control do not match their recorded sha256"
+            )
+        return ds
     if "path" in ref:
         ds = DirectionSet.load(ref["path"])
         if ref.get("sha256") and ds.sha256() != ref["sha256"]:
@@ -403,42 +439,6 @@ def extract_directions(
 
 
 # ----------------------------------------------------------------------------------------------
-# Random controls
-
-
-def random_control(reference: DirectionSet | torch.Tensor, seed: int) -> DirectionSet:
-    """Random directions with the reference's norm at every layer (a seeded control).
-
-    Each row is a uniformly random unit vector (a normalised standard-normal draw) scaled to the
-    reference row's norm — the norm of a raw normal draw (about sqrt(d)) would not match.
-    Deterministic given ``seed`` (CPU generator, float64).
-    """
-    ref = as_direction_set(reference)
-    gen = torch.Generator().manual_seed(int(seed))
-    draw = torch.randn(ref.n_layers, ref.d_model, generator=gen, dtype=torch.float64)
-    draw = draw / draw.norm(dim=1, keepdim=True)
-    vectors = (draw * ref.norms().double()[:, None]).float()
-    meta = {
-        "method": "random-control",
-        "model": ref.metadata.get("model", ""),
-        "adapter": ref.metadata.get("adapter", ""),
-        "positions": ref.metadata.get("positions", ""),
-        "seed": int(seed),
-        "random_control": {"seed": int(seed), "reference": ref.reference()},
-    }
-    return DirectionSet(vectors, meta)
-
-
-def random_controls(
-    reference: DirectionSet | torch.Tensor, k: int, first_seed: int = 0
-) -> list[DirectionSet]:
-    """``k`` random controls with seeds ``first_seed .. first_seed + k - 1``."""
-    if k < 1:
-        raise ConfigError(f"the number of random controls must be >= 1, got {k}")
-    return [random_control(reference, first_seed + i) for i in range(k)]
-
-
-# ----------------------------------------------------------------------------------------------
 # Cosines across direction sets
 
 
@@ -468,3 +468,12 @@ def cosine_table(sets: Mapping[str, DirectionSet]) -> pd.DataFrame:
     df = pd.DataFrame(cols)
     df.index.name = "layer"
     return df
+
+
+def __getattr__(name: str) -> Any:
+    # moved to misdirection.controls; re-exported until the engine lands
+    if name in ("random_control", "random_controls"):
+        from misdirection import controls
+
+        return getattr(controls, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,8 +23,8 @@ Interventions:
 * :class:`OrthogonalizeWeights` / :func:`orthogonalize_weights` — the weight form (see there for the
   exact equivalence).
 
-Random controls (:func:`random_control`) are direction sets of the reference's per-layer norm; use
-them in place of the reference in any intervention.
+Random controls (:mod:`misdirection.controls`) are direction sets of the reference's per-layer norm;
+use them in place of the reference in any intervention.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ from torch import nn
 from misdirection.directions import (
     DirectionSet,
     as_direction_set,
-    random_control,
-    random_controls,
     resolve_reference,
 )
 from misdirection.errors import ConfigError, DataError, ShapeError
@@ -55,8 +53,6 @@ __all__ = [
     "Steer",
     "from_spec",
     "orthogonalize_weights",
-    "random_control",
-    "random_controls",
 ]
 
 Layers = Literal["all"] | int | Sequence[int]
@@ -135,12 +131,15 @@ def _reference(ds: DirectionSet, rows: Sequence[int]) -> dict[str, Any]:
     ref = ds.reference()
     if "inline" in ref:
         keep = sorted({0 if ds.n_layers == 1 else r % ds.n_layers for r in rows})
-        ref = {
+        rows_ref: dict[str, Any] = {
             "inline_rows": {
                 "n_layers": ds.n_layers,
                 "rows": {str(r): ds.directions[r].tolist() for r in keep},
             }
         }
+        if "random_control" in ref:  # a variance-matched control keeps its identity in the spec
+            rows_ref["random_control"] = ref["random_control"]
+        ref = rows_ref
     return ref
 
 
@@ -152,6 +151,10 @@ def _resolve(ref: dict[str, Any]) -> DirectionSet:
         t = torch.zeros(int(info["n_layers"]), d)
         for r, v in rows.items():
             t[r] = torch.tensor(v, dtype=torch.float32)
+        if "random_control" in ref:
+            return DirectionSet(
+                t, {"method": "random-control", "random_control": dict(ref["random_control"])}
+            )
         return DirectionSet(t, {"method": "inline"})
     return resolve_reference(ref)
 
