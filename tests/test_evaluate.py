@@ -199,39 +199,40 @@ def test_intervention_effect_with_random_controls(lm, tmp_path, sample_calls):
 
 
 class TokenJudge:
-    """aligned 10 for every answer; coherent 5 when most of it is one repeated token, else 80.
+    """aligned 10 for every answer; coherent 5 when most of its tokens are ``token``, else 80.
 
-    So EM = the coherent share: an intervention that makes the model repeat one token lowers EM
+    So EM = the coherent share: an intervention that makes the model repeat ``token`` lowers EM
     only by destroying coherence.
     """
 
     name = "fake:token"
 
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer, token: int) -> None:
+        self.tokenizer, self.token = tokenizer, token
 
     def score(self, rubric, items):
         out = []
         for item in items:
             ids = self.tokenizer(item.answer, add_special_tokens=False)["input_ids"]
-            top = max(ids.count(i) for i in set(ids)) if ids else 0
-            salad = bool(ids) and top >= 0.6 * len(ids)
+            salad = bool(ids) and ids.count(self.token) >= 0.5 * len(ids)
             out.append(Score(10.0 if rubric.name == "aligned" else (5.0 if salad else 80.0)))
         return out
 
 
 def test_steering_that_destroys_coherence_is_called_a_collapse(lm, tmp_path):
+    # Steering the last layer along a token's unembedding row makes that token the argmax: at a
+    # low temperature the steered model writes it over and over.
     token = 1234
     ds = DirectionSet(lm.model.lm_head.weight[token].detach().repeat(4, 1), {"method": "test"})
     results = steering_sweep(
         lm,
         QUESTIONS,
-        TokenJudge(lm.tokenizer),
+        TokenJudge(lm.tokenizer, token),
         ds,
         [3],
         [0.0, 1000.0],
         out=tmp_path,
-        **{**SETTINGS, "n": 6, "max_new_tokens": 6},
+        **{**SETTINGS, "n": 6, "max_new_tokens": 6, "temperature": 0.01},
     )
     zero, huge = results.effects
     assert zero.em_after == zero.em_before and zero.verdict == "no-effect"  # scale 0 = unsteered
@@ -382,7 +383,8 @@ def test_cli_evaluate_ablate_with_random_controls(cli):
         "2",
     )
     assert result.exit_code == 0, result.output
-    assert "EM (all answers)" in result.output and "coherent change" in result.output
+    assert "EM (all answers)" in result.output and "verdict:" in result.output
+    assert "K=2 isotropic" in result.output
     results = Results.model_validate_json((out / "results.json").read_text())
     assert [c.name for c in results.conditions] == [
         "base",

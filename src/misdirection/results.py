@@ -352,13 +352,45 @@ def effect_cells(e: Effect) -> list[str]:
     ]
 
 
-def effects_rich_table(effects: list[Effect], title: str, caption: str = "") -> Any:
-    """A rich table of effects (the CLI's view of what the report shows)."""
-    from rich.table import Table
+def effect_rows(e: Effect) -> list[tuple[str, str, str, str]]:
+    """One effect as (metric, before, after, change) rows: the CLI's narrow view of it."""
+    return [
+        ("EM", pct(e.em_before, counts=True), pct(e.em_after, counts=True), points(e.em_change)),
+        (
+            "coherent",
+            pct(e.coherent_before, counts=True),
+            pct(e.coherent_after, counts=True),
+            points(e.coherent_change),
+        ),
+        (
+            "misaligned among coherent",
+            pct(e.mc_before, counts=True),
+            pct(e.mc_after, counts=True),
+            points(e.mc_change),
+        ),
+        ("% reduction of EM", "", "", reduction_text(e.reduction)),
+    ]
 
-    table = Table(title=title, caption=caption or None, show_lines=True)
-    for col in EFFECT_COLUMNS:
-        table.add_column(col, overflow="fold")
+
+def effects_rich_table(effects: list[Effect], title: str, caption: str = "") -> Any:
+    """Effects for a terminal: one narrow table per effect, its controls and verdict below it."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [Text(title, style="bold")]
     for e in effects:
-        table.add_row(*effect_cells(e))
-    return table
+        table = Table(title=f"{e.name} (judge {e.judge})", title_justify="left")
+        table.add_column("metric")
+        for col in ("before", "after", "change [95% CI]"):
+            table.add_column(col, justify="right")
+        for row in effect_rows(e):
+            table.add_row(*row)
+        parts += [table, Text(f"random controls: {controls_text(e.controls)}")]
+        parts.append(Text(f"verdict: {e.verdict}: {e.verdict_text}", style="bold"))
+    if any(e.controls is not None for e in effects):
+        rule = next(e.controls.rule for e in effects if e.controls is not None)
+        parts.append(Text(rule, style="dim"))
+    if caption:
+        parts.append(Text(caption, style="dim"))
+    return Group(*parts)
