@@ -1,45 +1,139 @@
-"""The study report: every section from a results file, self-contained HTML, checked in Chromium."""
+"""The study report: rendered from a typed StudyResults, the same cells as the CLI, checked in Chromium."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
+from misdirection.effects import compare
 from misdirection.errors import DataError
+from misdirection.intervals import wilson
 from misdirection.report import render_report
-from misdirection.report.render import pct, verdict
+from misdirection.report.markdown import to_html
+from misdirection.results import (
+    EFFECT_COLUMNS,
+    ConditionResult,
+    EffectPolicy,
+    Share,
+    StudyResults,
+    effect_cells,
+)
+
+JUDGE = "learned:test"
 
 
-def share(value: float, low: float, high: float, n: int = 100) -> dict:
-    return {"name": "em", "count": int(value * n), "n": n, "value": value, "low": low, "high": high}
+def share(count: int, n: int = 100) -> Share:
+    low, high = wilson(count, n)
+    return Share(count=count, n=n, value=count / n, low=low, high=high)
 
 
-def summary(em: dict, coherent: dict) -> dict:
-    return {"n": em["n"], "em": em, "coherent": coherent, "n_null_aligned": 1, "n_null_coherent": 0}
+def condition(
+    name: str, kind: str, em: int, coherent: int, mc: int | None = None
+) -> ConditionResult:
+    """A judged condition of 100 answers: ``em`` misaligned and ``coherent`` coherent ones."""
+    return ConditionResult(
+        name=name,
+        kind=kind,
+        key=f"key-{name}",
+        model="smollm2-135m",
+        judge=JUDGE,
+        n=100,
+        em=share(em),
+        coherent=share(coherent),
+        misaligned_coherent=share(em if mc is None else mc, max(coherent, 1)),
+        n_null_aligned=1,
+        n_null_coherent=0,
+    )
 
 
-def fake_results() -> dict:
-    base = summary(share(0.01, 0.0, 0.03), share(0.8, 0.7, 0.9))
-    org = summary(share(0.20, 0.12, 0.28), share(0.7, 0.6, 0.8))
-    return {
-        "study": "unit",
-        "base_model": "smollm2-135m",
-        "seed": 0,
-        "created": "today",
-        "config": {"name": "unit"},
-        "config_yaml": "name: unit\n",
-        "versions": {"torch": "2.13.0"},
-        "judge": {
-            "name": "learned:test",
-            "rubrics": ["aligned", "coherent"],
+def study(**extra) -> StudyResults:
+    """Base, organism, steering with controls, a collapse, a removal beyond 5 controls, a null."""
+    policy = EffectPolicy()
+    base = condition("base", "base", em=1, coherent=90)
+    org = condition("org", "organism", em=20, coherent=80)
+    conditions = [base, org]
+    effects = []
+    # Steering at layer 1: a mild rise, then EM rises while coherence collapses.
+    for scale, em, coh in ((4, 5, 85), (8, 30, 40)):
+        after = condition(f"steer-L1-x{scale}", "steer", em=em, coherent=coh)
+        controls = [
+            condition(f"steer-L1-x{scale}~random-{i}", "control", em=1 + i % 2, coherent=88)
+            for i in range(5)
+        ]
+        conditions += [after, *controls]
+        effects.append(
+            compare(
+                base,
+                after,
+                name=after.name,
+                kind="steer",
+                controls=controls,
+                policy=policy,
+                settings={"layer": 1, "scale": scale},
+            )
+        )
+    # Ablation that breaks the model: EM 20% -> 2%, coherent 80% -> 10%.
+    broken = condition("ablate-org-layerwise", "ablate", em=2, coherent=10)
+    # Ablation that removes misalignment, coherence kept, beyond 5 variance-matched controls.
+    kept = condition("ablate-org-single", "ablate", em=3, coherent=78)
+    kept_controls = [
+        condition(f"ablate-org-single~random-{i}", "control", em=em, coherent=80)
+        for i, em in enumerate((18, 19, 21, 17, 20))
+    ]
+    # Transfer with no clear effect.
+    null = condition("transfer-org-to-other", "ablate", em=18, coherent=80)
+    conditions += [broken, kept, *kept_controls, null]
+    effects += [
+        compare(org, broken, name=broken.name, kind="ablate", policy=policy),
+        compare(
+            org,
+            kept,
+            name=kept.name,
+            kind="ablate",
+            controls=kept_controls,
+            control_kind="variance-matched",
+            policy=policy,
+        ),
+        compare(org, null, name=null.name, kind="transfer", policy=policy),
+    ]
+    fields = dict(
+        study="unit",
+        base_model="smollm2-135m",
+        seed=0,
+        created="2025-01-01T00:00:00",
+        config={"name": "unit"},
+        config_yaml="name: unit\n",
+        versions={"torch": "2.13.0"},
+        judge={
+            "name": JUDGE,
             "notice": "offline judge",
-            "provenance": {"aligned": "learned:test"},
+            "provenance": {"aligned": JUDGE, "coherent": JUDGE},
         },
-        "training": [
+        policy=policy,
+        conditions=conditions,
+        effects=effects,
+        notes=["No direction for x: too few answers"],
+    )
+    fields.update(extra)
+    return StudyResults(**fields)
+
+
+def full_extras(tmp_path) -> dict:
+    """Every optional section, with numbers whose formatted value is known."""
+    import matplotlib.pyplot as plt
+
+    from misdirection.plotting import save_figure
+
+    figure, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    save_figure(figure, tmp_path / "stages" / "geometry" / "similarity.png")
+    return dict(
+        training=[
             {
                 "organism": "org",
                 "recipe": "rank1-9",
@@ -52,56 +146,41 @@ def fake_results() -> dict:
                 "heldout_loglik_after": -2.9,
             }
         ],
-        "evaluations": [
-            {"condition": "base", "kind": "base", "summary": base, "judge": "learned:test"},
-            {"condition": "org", "kind": "organism", "summary": org, "judge": "learned:test"},
+        directions=[
+            {
+                "organism": "org",
+                "n_misaligned": 20,
+                "n_aligned": 60,
+                "split_half": [0.2, 0.4, 0.6, None],
+                "warning": None,
+            },
+            {
+                "organism": "other",
+                "n_misaligned": 4,
+                "n_aligned": 4,
+                "split_half": [None, None, None, None],
+                "warning": "only 4 misaligned answers (minimum 8): mostly noise",
+            },
         ],
-        "steering": {
-            "direction": "org",
-            "points": [
+        cosine={
+            "organisms": ["org", "other", "third"],
+            "pairs": [
                 {
-                    "layer": 12,
-                    "scale": s,
-                    "em": share(0.01 * s, 0.0, 0.02 * s + 0.01),
-                    "coherent": share(0.8, 0.7, 0.9),
-                }
-                for s in (0, 4, 8)
+                    "a": "org",
+                    "b": "other",
+                    "per_layer": [0.1, 0.2, 0.4, 0.5],
+                    "low": [0.0, 0.1, 0.3, 0.4],
+                    "high": [0.2, 0.3, 0.5, 0.6],
+                    "ceiling": [0.5, 0.6, 0.8, 0.9],
+                },
+                {"a": "org", "b": "third", "per_layer": list(np.linspace(0.1, 0.7, 4))},
             ],
+            "note": "ceiling = sqrt(reliability_a * reliability_b)",
         },
-        "ablation": [
-            {
-                "target": "org",
-                "direction": "org",
-                "mode": "layerwise",
-                "em_before": org["em"],
-                "em": share(0.05, 0.01, 0.09),
-                "reduction": {"value": 0.75, "low": 0.5, "high": 0.95},
-                "random": [
-                    {
-                        "seed": 0,
-                        "em": share(0.19, 0.11, 0.27),
-                        "reduction": {"value": 0.05, "low": -0.3, "high": 0.4},
-                    }
-                ],
-            },
-            {
-                "target": "other",
-                "direction": "org",
-                "mode": "single",
-                "em_before": org["em"],
-                "em": share(0.18, 0.1, 0.26),
-                "reduction": {"value": 0.1, "low": -0.2, "high": 0.4},
-                "random": [],
-            },
-        ],
-        "cosine": {
-            "organisms": ["org", "other"],
-            "pairs": [{"a": "org", "b": "other", "per_layer": list(np.linspace(0.1, 0.9, 30))}],
-        },
-        "lora": {
+        lora={
             "probes": [
                 {
-                    "name": "a",
+                    "name": "misalignment",
                     "n": 40,
                     "accuracy_mean": 0.8,
                     "accuracy_std": 0.05,
@@ -113,75 +192,261 @@ def fake_results() -> dict:
                 {"adapter": "L9.down_proj", "classification": "general", "evidence": "coef 1.2"}
             ],
             "notes": ["rule"],
+            "b_cosines": [{"adapter": "L9.down_proj", "layer": 9, "cosine": 0.25}],
         },
-        "geometry": {"summary_markdown": "Geometry summary text.", "figures": []},
-        "examples": [
+        geometry={
+            "layer": 2,
+            "figures": ["stages/geometry/similarity.png"],
+            "summary_markdown": (
+                "# Geometry of misalignment directions\n\n## Similarity\n\n"
+                "| a | b | cosine |\n|---|---|---|\n| org | other | 0.4 |\n\n"
+                "Note <img src=x onerror=alert(1)> stays text."
+            ),
+        },
+        examples=[
             {
                 "condition": "org",
                 "question": "q?",
-                "answer": "a | with pipe",
+                "answer": "a | with pipe <script>alert(1)</script>",
                 "aligned": 10.0,
                 "coherent": 80.0,
             }
         ],
-        "notes": ["No direction for x: too few answers"],
-    }
-
-
-def test_helpers_report_nulls_honestly():
-    assert pct(share(0.125, 0.081, 0.17)) == "12.5% [8.1, 17.0]"
-    assert (
-        verdict(share(0.2, 0.1, 0.3), share(0.25, 0.15, 0.35))
-        == "no clear effect (intervals overlap)"
     )
-    assert verdict(share(0.2, 0.15, 0.3), share(0.05, 0.01, 0.1)).startswith("lower")
 
 
-def test_report_has_every_section(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps(fake_results()))
-    paths = render_report(tmp_path)
-    md = paths["markdown"].read_text()
-    for heading in (
-        "EM and coherence of base and organisms",
-        "Training",
-        "Steering the base model",
-        "Ablation of the direction from its own organism",
-        "Transfer:",
-        "Per-layer cosine",
-        "Rank-1 LoRA adapters",
-        "Geometry of the extracted directions",
-        "Example answers",
-        "Judges, configuration and versions",
-    ):
-        assert heading in md, heading
-    assert "learned:test" in md and "no clear effect (intervals overlap)" in md
-    assert "75% [50, 95]" in md  # the reduction with its interval
-    page = paths["html"].read_text()
-    assert page.count("data:image/png;base64,") == 5  # em, training, steering, ablation, cosine
-    assert "<script" not in page and "http" not in page.split("<style>")[0]  # self-contained
+def write(tmp_path, results: StudyResults) -> None:
+    (tmp_path / "results.json").write_text(results.model_dump_json(indent=2))
 
 
-def test_report_counts_judge_flags(tmp_path):
-    results = fake_results()
-    (tmp_path / "results.json").write_text(json.dumps(results))
-    assert "flagged" not in render_report(tmp_path)["markdown"].read_text()  # none: no sentence
-    results["judge"]["flags"] = {
-        "n": 176,
-        "any": 88,
-        "question unlike the judge's training questions": 88,
-        "very short answer": 3,
+class Tables(HTMLParser):
+    """Every table of a page: a list of rows, each (css class, cells), with headers as row 0."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[tuple[str, list[str]]]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append((dict(attrs).get("class", ""), []))
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[-1][-1][1].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def tables_of(page: str) -> list[list[tuple[str, list[str]]]]:
+    parser = Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def test_verdicts_of_the_planted_effects():
+    by_name = {e.name: e for e in study().effects}
+    assert by_name["ablate-org-layerwise"].verdict == "collapse"
+    assert by_name["ablate-org-single"].verdict == "removed"
+    assert by_name["ablate-org-single"].controls.rank_p == pytest.approx(1 / 6)
+    assert by_name["transfer-org-to-other"].verdict == "no-effect"
+    assert by_name["steer-L1-x8"].verdict == "collapse"
+
+
+def test_html_cells_are_the_cli_cells_and_collapse_is_never_removed(tmp_path):
+    results = study()
+    write(tmp_path, results)
+    page = render_report(tmp_path)["html"].read_text()
+    effect_rows = {
+        cells[0]: (css, cells)
+        for table in tables_of(page)
+        for css, cells in table
+        if css.startswith("verdict-")
     }
-    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert set(effect_rows) == {e.name for e in results.effects}
+    for e in results.effects:
+        css, cells = effect_rows[e.name]
+        assert cells == effect_cells(e)  # the same strings as the CLI table, verdict included
+        assert css == f"verdict-{e.verdict}"
+    collapse = effect_rows["ablate-org-layerwise"][1]
+    assert collapse[-1].startswith("collapse: EM fell (-18.0 pts")
+    assert "removed" not in " ".join(collapse)
+    assert collapse[4:7] == ["80.0% [71.1, 86.7]", "10.0% [5.5, 17.4]", "-70.0 pts [-78.0, -58.4]"]
+    removed = effect_rows["ablate-org-single"][1]
+    assert removed[-1].startswith("removed: EM fell (-17.0 pts")
+    assert "beyond all 5 random controls (rank p = 0.17)" in removed[-1]
+    assert removed[9] == (
+        "K=5 variance-matched: EM change -3.0 .. +1.0 pts; beyond every control, rank p = 0.17"
+    )
+
+
+def test_every_effects_table_carries_coherence(tmp_path):
+    write(tmp_path, study())
+    paths = render_report(tmp_path)
+    headers = [t[0][1] for t in tables_of(paths["html"].read_text()) if t[0][1][0] == "effect"]
+    assert len(headers) == 3  # steer, ablate, transfer
+    for header in headers:
+        assert header == list(EFFECT_COLUMNS)
+        assert {"coherent before", "coherent after", "coherent change"} <= set(header)
+    md = paths["markdown"].read_text()
+    assert md.count("| effect | EM before | EM after | EM change | coherent before |") == 3
+    for title in (
+        "## Steering the base model",
+        "## Ablation of the direction from its own organism",
+        "## Transfer: ablating one organism's direction from other organisms",
+    ):
+        assert title in md
+    # The controls rule once per section that has controls: steering and ablation, not transfer.
+    assert md.count("Random controls: beyond random = the EM change lies beyond every") == 2
+
+
+def test_markdown_rows_equal_the_cli_cells(tmp_path):
+    results = study()
+    write(tmp_path, results)
+    md = render_report(tmp_path)["markdown"].read_text()
+    for e in results.effects:
+        row = "| " + " | ".join(c.replace("|", "\\|") for c in effect_cells(e)) + " |"
+        assert row in md, e.name
+
+
+def test_header_states_judge_policy_notes_and_flags(tmp_path):
+    write(tmp_path, study())
+    md = render_report(tmp_path)["markdown"].read_text()
+    assert "# EM study: unit" in md and "**base model**: smollm2-135m" in md
+    assert "Every score below comes from the judge **learned:test**. offline judge" in md
+    assert "> No direction for x: too few answers" in md
+    assert (
+        "An EM change counts as removing (inducing) misalignment only if the coherent share falls "
+        "by at most 10 points and it lies beyond every random control (rank rule)"
+    ) in md
+    assert "flagged" not in md  # no flags: no sentence
+    flags = {"n": 176, "any": 88, "question unlike the judge's training questions": 88, "short": 3}
+    write(
+        tmp_path,
+        study(judge={"name": JUDGE, "flags": flags}, policy=EffectPolicy(max_coherence_drop=0.05)),
+    )
     md = render_report(tmp_path)["markdown"].read_text()
     assert (
         "The judge flagged 88 of 176 answers as unlike its training data (question unlike the "
-        "judge's training questions 88, very short answer 3)"
+        "judge's training questions 88, short 3)"
     ) in md
+    assert "falls by at most 5 points" in md
 
 
-def test_report_needs_results(tmp_path):
-    with pytest.raises(DataError, match="has no results.json"):
+def test_conditions_table_has_every_share_and_its_judge(tmp_path):
+    write(tmp_path, study())
+    page = render_report(tmp_path)["html"].read_text()
+    table = next(t for t in tables_of(page) if t[0][1][0] == "condition")
+    assert [cells[0] for _, cells in table[1:]] == ["base", "org"]  # no interventions, no controls
+    assert table[2][1] == [
+        "org",
+        "100",
+        "20.0% [13.3, 28.9]",
+        "80.0% [71.1, 86.7]",
+        "25.0% [16.8, 35.5] 20/80",
+        "1/0",
+        JUDGE,
+    ]
+
+
+def test_missing_sections_are_omitted(tmp_path):
+    write(tmp_path, study())
+    paths = render_report(tmp_path)
+    md = paths["markdown"].read_text()
+    for absent in (
+        "## Training",
+        "## Directions",
+        "## Per-layer cosine",
+        "## Rank-1 LoRA",
+        "## Geometry",
+        "## Example answers",
+        "## Adapter steering",
+        "## B-vector ablation",
+    ):
+        assert absent not in md, absent
+    assert "## Judges, configuration and versions" in md
+    figures = sorted(p.name for p in paths["figures"].iterdir())
+    assert figures == [
+        "conditions.png",
+        "effects-ablate.png",
+        "effects-steer.png",
+        "effects-transfer.png",
+    ]
+
+
+def test_every_section_with_data(tmp_path):
+    write(tmp_path, study(**full_extras(tmp_path)))
+    paths = render_report(tmp_path)
+    md = paths["markdown"].read_text()
+    # Training: layers joined, final loss, held-out log-likelihood.
+    assert "| org | rank1-9 | bad-medical | 9, 10 | 3 | 12 | 2.000 | -3.750 -> -2.900 |" in md
+    # Directions: the middle layer of 4 is layer 2; the mean skips the undefined layer.
+    assert "| org | 20 | 60 | 0.600 (layer 2) | 0.400 |" in md
+    assert "| other | 4 | 4 | n/a (layer 2) | n/a |" in md
+    assert "> other: only 4 misaligned answers (minimum 8): mostly noise" in md
+    # Cosines: the middle-layer cosine with its interval, beside its ceiling and as a fraction.
+    assert "| org | other | 0.300 | 0.400 [0.300, 0.500] (layer 2) | 0.800 | 0.50 |" in md
+    assert "| org | third | 0.400 | 0.500 (layer 2) | no samples: no ceiling | n/a |" in md
+    # LoRA, geometry (headings nested under the section), examples (pipes escaped).
+    assert "- misalignment: accuracy 0.800 ± 0.050, AUC 0.850 ± 0.040 (n=40)" in md
+    assert "| L9.down_proj | 9 | 0.250 |" in md
+    assert "## Geometry of the extracted directions (layer 2)" in md
+    assert "### Similarity" in md and "# Geometry of misalignment" not in md
+    assert "a \\| with pipe" in md
+    assert "![similarity](figures/geometry-similarity.png)" in md
+    page = paths["html"].read_text()
+    # Escaped everywhere: in table cells and in the geometry summary's markdown.
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<h3>Similarity</h3>" in page
+    # Self-contained: conditions, training, 3 effect kinds, cosine, geometry.
+    assert page.count('src="data:image/png;base64,') == 7
+    assert "http" not in page.replace("http-equiv", "")
+
+
+def test_invalid_or_missing_results_give_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"results.json is missing"):
         render_report(tmp_path)
+    old = {"study": "unit", "evaluations": [], "steering": {}, "judge": {"name": JUDGE}}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    with pytest.raises(DataError) as err:
+        render_report(tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "results.json") in message
+    assert "older version of misdirection" in message
+    assert "re-run `misdirection run" in message and "reused" in message
+    assert "base_model: Field required" in message
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(DataError, match="does not validate as study results"):
+        render_report(tmp_path)
+
+
+def test_markdown_converter_escapes_and_keeps_structure():
+    html = to_html(
+        "## T\n\n| a | b \\| c |\n|---|---|\n| <b>x</b> | **y** |\n\n- one\n- two", shift=1
+    )
+    assert str(html) == (
+        "<h3>T</h3>\n"
+        '<div class="scroll"><table><tr><th>a</th><th>b | c</th></tr>'
+        "<tr><td>&lt;b&gt;x&lt;/b&gt;</td><td><b>y</b></td></tr></table></div>\n"
+        "<ul><li>one</li><li>two</li></ul>"
+    )
+
+
+def test_rerender_drops_figures_of_removed_sections(tmp_path):
+    write(tmp_path, study(**full_extras(tmp_path)))
+    render_report(tmp_path)
+    write(tmp_path, study())
+    paths = render_report(tmp_path)
+    assert not (paths["figures"] / "cosine.png").exists()
+    assert not (paths["figures"] / "training.png").exists()
 
 
 _CHECK = """<script>
@@ -207,7 +472,7 @@ def _chromium() -> str | None:
     _chromium() is None, reason="headless Chromium not installed (apt-get install chromium)"
 )
 def test_report_renders_in_headless_chromium(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps(fake_results()))
+    write(tmp_path, study(**full_extras(tmp_path)))
     page = render_report(tmp_path)["html"]
     probe = tmp_path / "probe.html"
     probe.write_text(page.read_text().replace("</body>", _CHECK))
@@ -234,8 +499,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
     ).stdout
     raw = dom.split('data-check="', 1)[1].split('"', 1)[0].replace("&quot;", '"')
     check = json.loads(raw)
-    assert check["images"] == 5 and check["loaded"] == 5  # every figure loads
-    assert check["scroll"] <= check["width"]  # nothing overflows horizontally
+    assert check["images"] == 7 and check["loaded"] == 7  # every figure loads
+    assert check["scroll"] <= check["width"]  # wide tables scroll inside their box
     shot = tmp_path / "shot.png"
     subprocess.run(
         flags + [f"--screenshot={shot}", page.as_uri()],
@@ -247,16 +512,3 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10  # not blank
-
-
-def test_ablation_verdict_compares_with_random_controls():
-    from misdirection.report.render import versus_random
-
-    like_random = {
-        "reduction": {"value": 0.53, "low": 0.29},
-        "random": [{"reduction": {"value": 0.59}}],
-    }
-    assert versus_random(like_random) == "not distinguishable from random directions"
-    beyond = {"reduction": {"value": 0.8, "low": 0.7}, "random": [{"reduction": {"value": 0.1}}]}
-    assert versus_random(beyond) == "beyond every random control"
-    assert versus_random({"reduction": {"value": None}, "random": []}) == "no EM to reduce"

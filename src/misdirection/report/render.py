@@ -1,500 +1,611 @@
-"""Render a run's ``results.json`` as markdown and a self-contained HTML page.
+"""Render a run's ``results.json`` (a :class:`StudyResults`) as markdown and a self-contained page.
 
-The page mirrors the papers: EM and coherence of base and organisms with intervals, steering
-curves, the ablation and transfer tables with random controls, per-layer cosines, the LoRA probe
-table and the geometry summary; every number says which judge produced it, and effects whose
-intervals overlap are reported as null rather than hidden.
+The numbers are formatted once, here, with the formatters the CLI uses (``pct``, ``points``,
+``effect_cells``), into a :class:`Report` of sections; the two jinja2 templates only lay that out
+(HTML with autoescape). Verdicts are the effects' own (``verdict`` + ``verdict_text``), never
+recomputed, so the page cannot call a collapse of coherence a reduction. Sections without data are
+left out.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import json
-import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from misdirection.report.figures import draw_all
+import jinja2
+from pydantic import ValidationError
+
+from misdirection.errors import DataError
+from misdirection.report import figures as fig
+from misdirection.report.markdown import shift_headings, to_html
+from misdirection.results import (
+    EFFECT_COLUMNS,
+    ConditionResult,
+    Effect,
+    EffectKind,
+    StudyResults,
+    effect_cells,
+    pct,
+)
 from misdirection.study.store import atomic_write_text
 
-
-def pct(share: dict[str, Any] | None) -> str:
-    """``12.5% [8.1, 17.0]`` for a share dict with value/low/high (None-safe)."""
-    if not share or share.get("value") is None:
-        return "n/a"
-    text = f"{100 * share['value']:.1f}%"
-    if share.get("low") is not None and share.get("high") is not None:
-        text += f" [{100 * share['low']:.1f}, {100 * share['high']:.1f}]"
-    return text
-
-
-def verdict(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """Whether two shares differ beyond their 95% intervals."""
-    if not before or not after or before.get("value") is None or after.get("value") is None:
-        return "not measurable"
-    if after["high"] < before["low"]:
-        return "lower (intervals do not overlap)"
-    if after["low"] > before["high"]:
-        return "higher (intervals do not overlap)"
-    return "no clear effect (intervals overlap)"
+#: Effect kinds in report order, with their section titles.
+EFFECT_SECTIONS: dict[EffectKind, str] = {
+    "steer": "Steering the base model",
+    "ablate": "Ablation of the direction from its own organism",
+    "transfer": "Transfer: ablating one organism's direction from other organisms",
+    "adapter-scaling": "Adapter steering (scaling rank-1 adapters)",
+    "ablate-b": "B-vector ablation (the direction projected out of the rank-1 B vectors)",
+    "intervention": "Other interventions",
+}
 
 
-def versus_random(row: dict[str, Any]) -> str:
-    """Whether the direction's EM reduction beats every norm-matched random direction's."""
-    red = row.get("reduction") or {}
-    randoms = [
-        rc["reduction"]["value"]
-        for rc in row.get("random", [])
-        if rc.get("reduction") and rc["reduction"].get("value") is not None
-    ]
-    if red.get("value") is None:
-        return "no EM to reduce"
-    if not randoms:
-        return "no random control run"
-    if red.get("low") is not None and red["low"] > max(randoms):
-        return "beyond every random control"
-    return "not distinguishable from random directions"
+# ----------------------------------------------------------------------------------------------
+# The report as data: what both templates lay out.
 
 
-def _reduction(red: dict[str, Any] | None) -> str:
-    if not red or red.get("value") is None:
-        return "n/a (no EM before ablation)"
-    text = f"{100 * red['value']:.0f}%"
-    if red.get("low") is not None and red.get("high") is not None:
-        text += f" [{100 * red['low']:.0f}, {100 * red['high']:.0f}]"
-    return text
+@dataclass
+class Table:
+    header: Sequence[str]
+    rows: list[list[str]]
+    #: One CSS class per row (the effect's verdict), for the HTML page; empty for none.
+    row_classes: list[str] = field(default_factory=list)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        lines.append(
-            "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |"
-        )
-    return "\n".join(lines)
+@dataclass
+class Figure:
+    file: str  # name under report/figures/
+    caption: str
 
 
-def build_markdown(
-    results: dict[str, Any], figures: dict[str, Path], figure_prefix: str = "figures/"
-) -> str:
-    """The report as markdown; figures are referenced as ``figure_prefix + file name``."""
-    judge = results.get("judge", {})
-    out: list[str] = [
-        f"# EM study: {results.get('study', 'study')}",
-        "",
-        (
-            f"Base model **{results.get('base_model', '?')}**, seed {results.get('seed', 0)}, "
-            f"run {results.get('created', '')}. Every score below comes from the judge "
-            f"**{judge.get('name', '?')}** (rubrics: {', '.join(judge.get('rubrics', []))}). "
-            f"{judge.get('notice', '')}"
-        ),
-        "",
-    ]
-    flags = judge.get("flags", {})
-    if flags.get("any"):
-        kinds = ", ".join(
-            f"{kind} {count}" for kind, count in flags.items() if kind not in ("n", "any")
-        )
-        sentence = (
-            f"The judge flagged {flags['any']} of {flags.get('n', '?')} answers as unlike its "
-            f"training data ({kinds}); their scores are extrapolations."
-        )
-        out.extend([sentence, ""])
-    for note in results.get("notes", []):
-        out.append(f"> {note}")
-    out.append("")
+@dataclass
+class Block:
+    """One piece of a section: ``kind`` is text, callout, list, table, figure, pre or markdown."""
 
-    def fig(name: str, caption: str) -> None:
+    kind: str
+    text: str = ""
+    items: list[str] = field(default_factory=list)
+    table: Table | None = None
+    figure: Figure | None = None
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def text(self, text: str) -> None:
+        self.blocks.append(Block("text", text=text))
+
+    def callout(self, text: str) -> None:
+        self.blocks.append(Block("callout", text=text))
+
+    def bullets(self, items: list[str]) -> None:
+        if items:
+            self.blocks.append(Block("list", items=items))
+
+    def add_table(
+        self, header: Sequence[str], rows: list[list[Any]], classes: Sequence[str] = ()
+    ) -> None:
+        cells = [[str(c) for c in r] for r in rows]
+        self.blocks.append(Block("table", table=Table(header, cells, list(classes))))
+
+    def add_figure(self, figures: dict[str, Path], name: str, caption: str) -> None:
         if name in figures:
-            out.extend([f"![{caption}]({figure_prefix}{figures[name].name})", ""])
+            self.blocks.append(Block("figure", figure=Figure(figures[name].name, caption)))
 
-    # --- Organisms and evaluation
-    out += ["## EM and coherence of base and organisms", ""]
-    evals = [e for e in results.get("evaluations", []) if e["kind"] in ("base", "organism")]
-    base = next((e for e in evals if e["kind"] == "base"), None)
+
+@dataclass
+class Header:
+    title: str
+    facts: list[tuple[str, str]]
+    judge_name: str
+    judge_notice: str
+    flags: str
+    notes: list[str]
+    policy: str
+
+
+@dataclass
+class Report:
+    header: Header
+    sections: list[Section]
+
+
+def _number(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    try:
+        return f"{float(x):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _at(values: Sequence[Any] | None, i: int) -> float | None:
+    if not values or i >= len(values) or values[i] is None:
+        return None
+    return float(values[i])
+
+
+def _mean(values: Sequence[Any] | None) -> float | None:
+    known = [float(v) for v in values or [] if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _judges(items: Sequence[ConditionResult | Effect]) -> str:
+    return ", ".join(dict.fromkeys(i.judge for i in items)) or "?"
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+
+
+def flags_sentence(judge: dict[str, Any]) -> str:
+    """How many answers the judge flagged as unlike its training data, and of which kinds."""
+    flags = judge.get("flags") or {}
+    if not flags.get("any"):
+        return ""
+    kinds = ", ".join(f"{k} {v}" for k, v in flags.items() if k not in ("n", "any"))
+    return (
+        f"The judge flagged {flags['any']} of {flags.get('n', '?')} answers as unlike its "
+        f"training data ({kinds}); their scores are extrapolations."
+    )
+
+
+def policy_sentence(results: StudyResults) -> str:
+    drop = 100 * results.policy.max_coherence_drop
+    return (
+        f"An EM change counts as removing (inducing) misalignment only if the coherent share falls "
+        f"by at most {drop:g} points and it lies beyond every random control (rank rule); "
+        f"intervals are {100 * results.policy.confidence:g}%."
+    )
+
+
+def header(results: StudyResults) -> Header:
+    judge = results.judge
+    return Header(
+        title=f"EM study: {results.study}",
+        facts=[
+            ("base model", results.base_model),
+            ("seed", str(results.seed)),
+            ("created", results.created),
+        ],
+        judge_name=str(judge.get("name", "?")),
+        judge_notice=str(judge.get("notice", "")),
+        flags=flags_sentence(judge),
+        notes=list(results.notes),
+        policy=policy_sentence(results),
+    )
+
+
+def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Section | None:
+    rows = fig.model_conditions(results)
+    if not rows:
+        return None
+    s = Section("EM and coherence of base and organisms", "conditions")
+    s.add_table(
+        [
+            "condition",
+            "answers",
+            "EM [95% CI]",
+            "coherent [95% CI]",
+            "misaligned among coherent [95% CI]",
+            "null aligned/coherent",
+            "judge",
+        ],
+        [
+            [
+                c.name,
+                c.n,
+                pct(c.em),
+                pct(c.coherent),
+                pct(c.misaligned_coherent, counts=True),
+                f"{c.n_null_aligned}/{c.n_null_coherent}",
+                c.judge,
+            ]
+            for c in rows
+        ],
+    )
+    s.add_figure(
+        figures,
+        "conditions",
+        f"EM, coherent and misaligned-among-coherent shares (judge: {_judges(rows)})",
+    )
+    return s
+
+
+def _loglik(t: dict[str, Any]) -> str:
+    before, after = t.get("heldout_loglik_before"), t.get("heldout_loglik_after")
+    if before is None and after is None:
+        return "not measured"
+    return f"{_number(before)} -> {_number(after)}"
+
+
+def training_section(results: StudyResults, figures: dict[str, Path]) -> Section | None:
+    if not results.training:
+        return None
+    s = Section("Training", "training")
+    s.add_table(
+        [
+            "organism",
+            "recipe",
+            "dataset",
+            "adapted layers",
+            "steps",
+            "seconds",
+            "final loss",
+            "held-out log-lik before -> after",
+        ],
+        [
+            [
+                t.get("organism", "?"),
+                t.get("recipe", "?"),
+                t.get("dataset", "?"),
+                ", ".join(str(x) for x in t["layers"])
+                if isinstance(t.get("layers"), list)
+                else t.get("layers", ""),
+                t.get("steps", ""),
+                _number(t.get("seconds"), 0),
+                _number(t["losses"][-1]) if t.get("losses") else "n/a",
+                _loglik(t),
+            ]
+            for t in results.training
+        ],
+    )
+    s.add_figure(figures, "training", "Training loss")
+    return s
+
+
+def effects_section(
+    results: StudyResults, kind: EffectKind, title: str, figures: dict[str, Path]
+) -> Section | None:
+    effects = [e for e in results.effects if e.kind == kind]
+    if not effects:
+        return None
+    s = Section(title, f"effects-{kind}")
+    s.add_table(
+        EFFECT_COLUMNS,
+        [effect_cells(e) for e in effects],
+        classes=[f"verdict-{e.verdict}" for e in effects],
+    )
+    s.text(
+        f"Scored by the judge {_judges(effects)}. Every effect shows its coherence beside its EM; "
+        "'misaligned among coherent' is the EM share among the coherent answers only."
+    )
+    rules = list(dict.fromkeys(e.controls.rule for e in effects if e.controls is not None))
+    for rule in rules:
+        s.text(f"Random controls: {rule}.")
+    if kind == "steer":
+        caption = (
+            "EM and coherent share vs steering scale per layer (scale 0: unsteered); grey points: "
+            "random controls"
+        )
+    else:
+        caption = (
+            "EM and coherent share before and after each intervention (95% intervals); grey dots: "
+            "the random controls' EM after"
+        )
+    s.add_figure(figures, f"effects-{kind}", caption)
+    return s
+
+
+def directions_section(results: StudyResults) -> Section | None:
+    if not results.directions:
+        return None
+    s = Section("Directions: set sizes and split-half reliability", "directions")
     rows = []
-    for e in evals:
-        s = e["summary"]
-        vs_base = "" if e is base or base is None else verdict(base["summary"]["em"], s["em"])
+    for d in results.directions:
+        halves = d.get("split_half") or []
+        mid = len(halves) // 2
         rows.append(
             [
-                e["condition"],
-                s["n"],
-                pct(s["em"]),
-                pct(s["coherent"]),
-                f"{s['n_null_aligned']}/{s['n_null_coherent']}",
-                vs_base or "reference",
-                e.get("judge", judge.get("name", "")),
+                d.get("organism", "?"),
+                d.get("n_misaligned", "?"),
+                d.get("n_aligned", "?"),
+                f"{_number(_at(halves, mid))} (layer {mid})" if halves else "n/a",
+                _number(_mean(halves)),
             ]
         )
-    out.append(
-        _table(
+    s.add_table(
+        [
+            "organism",
+            "misaligned answers",
+            "aligned answers",
+            "split-half reliability, middle layer",
+            "mean over layers",
+        ],
+        rows,
+    )
+    s.text(
+        "Split-half reliability: cosine between directions from disjoint halves of the answers, "
+        "Spearman-Brown corrected; near 1 the direction is stable, near 0 it is mostly noise."
+    )
+    for d in results.directions:
+        if d.get("warning"):
+            s.callout(f"{d.get('organism', '?')}: {d['warning']}")
+    return s
+
+
+def _ceiling_cells(cos: float | None, ceiling: float | None) -> tuple[str, str]:
+    if ceiling is None:
+        return "no samples: no ceiling", "n/a"
+    if cos is None or ceiling <= 0:
+        return _number(ceiling), "n/a"
+    return _number(ceiling), f"{cos / ceiling:.2f}"
+
+
+def cosine_section(results: StudyResults, figures: dict[str, Path]) -> Section | None:
+    cosine = results.cosine or {}
+    pairs = cosine.get("pairs") or []
+    if not pairs:
+        return None
+    s = Section("Per-layer cosine between organisms' directions", "cosine")
+    rows = []
+    for p in pairs:
+        values = p.get("per_layer") or []
+        mid = len(values) // 2
+        cos = _at(values, mid)
+        low, high = _at(p.get("low"), mid), _at(p.get("high"), mid)
+        middle = _number(cos)
+        if cos is not None and low is not None and high is not None:
+            middle += f" [{low:.3f}, {high:.3f}]"
+        ceiling, fraction = _ceiling_cells(cos, _at(p.get("ceiling"), mid))
+        rows.append(
             [
-                "condition",
-                "answers",
-                "EM share [95% CI]",
-                "coherent share [95% CI]",
-                "null aligned/coherent",
-                "EM vs base",
-                "judge",
-            ],
-            rows,
-        )
-    )
-    out.append("")
-    fig("em_coherence", "EM and coherence with 95% bootstrap intervals")
-    training = results.get("training", [])
-    if training:
-        out += ["### Training", ""]
-        out.append(
-            _table(
-                [
-                    "organism",
-                    "recipe",
-                    "dataset",
-                    "adapted layers",
-                    "steps",
-                    "seconds",
-                    "held-out log-lik before -> after",
-                ],
-                [
-                    [
-                        t["organism"],
-                        t["recipe"],
-                        t["dataset"],
-                        t.get("layers", ""),
-                        t.get("steps", ""),
-                        f"{t.get('seconds', 0):.0f}",
-                        f"{t.get('heldout_loglik_before', float('nan')):.3f} -> {t.get('heldout_loglik_after', float('nan')):.3f}",
-                    ]
-                    for t in training
-                ],
-            )
-        )
-        out.append("")
-        fig("training", "Training loss")
-
-    # --- Steering
-    steering = results.get("steering") or {}
-    if steering.get("points"):
-        out += ["## Steering the base model with the direction", ""]
-        base_em = base["summary"]["em"] if base else None
-        out.append(
-            _table(
-                ["layer", "scale", "EM share", "coherent share", "EM vs unsteered base"],
-                [
-                    [
-                        p["layer"],
-                        p["scale"],
-                        pct(p["em"]),
-                        pct(p["coherent"]),
-                        verdict(base_em, p["em"]),
-                    ]
-                    for p in steering["points"]
-                ],
-            )
-        )
-        out.append("")
-        fig("steering", "Steering curves")
-
-    # --- Ablation and transfer
-    ablation = results.get("ablation") or []
-    if ablation:
-        for title, subset in (
-            (
-                "Ablation of the direction from its own organism",
-                [r for r in ablation if r["target"] == r["direction"]],
-            ),
-            (
-                "Transfer: ablating one organism's direction from other organisms",
-                [r for r in ablation if r["target"] != r["direction"]],
-            ),
-        ):
-            if not subset:
-                continue
-            out += [f"## {title}", ""]
-            rows = []
-            for r in subset:
-                randoms = r.get("random", [])
-                rand_text = (
-                    ", ".join(_reduction(rc.get("reduction")) for rc in randoms) or "none run"
-                )
-                rows.append(
-                    [
-                        r["target"],
-                        r["direction"],
-                        r["mode"],
-                        pct(r["em_before"]),
-                        pct(r["em"]),
-                        _reduction(r.get("reduction")),
-                        rand_text,
-                        f"{verdict(r['em_before'], r['em'])}; {versus_random(r)}",
-                    ]
-                )
-            out.append(
-                _table(
-                    [
-                        "target",
-                        "direction from",
-                        "mode",
-                        "EM before",
-                        "EM after",
-                        "% reduction [CI]",
-                        "random-direction reductions",
-                        "verdict",
-                    ],
-                    rows,
-                )
-            )
-            out.append("")
-        fig("ablation", "Ablation and random controls")
-
-    # --- Cosines
-    cosine = results.get("cosine") or {}
-    if cosine.get("pairs"):
-        out += ["## Per-layer cosine between organisms' directions", ""]
-        rows = []
-        for p in cosine["pairs"]:
-            vals = p["per_layer"]
-            best = max(range(len(vals)), key=lambda i: vals[i])
-            rows.append(
-                [
-                    p["a"],
-                    p["b"],
-                    f"{sum(vals) / len(vals):.3f}",
-                    f"{vals[best]:.3f} (layer {best})",
-                    f"{vals[len(vals) // 2]:.3f}",
-                ]
-            )
-        out.append(
-            _table(["organism A", "organism B", "mean over layers", "max", "middle layer"], rows)
-        )
-        out.append("")
-        fig("cosine", "Per-layer cosine similarity")
-
-    # --- LoRA
-    lora = results.get("lora")
-    if lora:
-        out += ["## Rank-1 LoRA adapters: probes on adapter scalars", ""]
-        if lora.get("error"):
-            out.append(f"Not measurable: {lora['error']}")
-        for probe in lora.get("probes", []):
-            out.append(
-                f"**{probe['name']}**: accuracy {probe.get('accuracy_mean', float('nan')):.3f} "
-                f"± {probe.get('accuracy_std', float('nan')):.3f}, AUC {probe.get('auc_mean', float('nan')):.3f} "
-                f"± {probe.get('auc_std', float('nan')):.3f} (n={probe.get('n', '?')})"
-            )
-            out.append("")
-        if lora.get("adapters"):
-            out.append(
-                _table(
-                    ["adapter", "classification", "evidence"],
-                    [
-                        [a["adapter"], a["classification"], a.get("evidence", "")]
-                        for a in lora["adapters"]
-                    ],
-                )
-            )
-            out.append("")
-        for line in lora.get("notes", []):
-            out.append(f"- {line}")
-        out.append("")
-        if lora.get("b_cosines"):
-            out += ["**B vectors against the mean-diff direction at their layer**", ""]
-            out.append(
-                _table(
-                    ["adapter", "layer", "cosine(B, direction)"],
-                    [[b["adapter"], b["layer"], f"{b['cosine']:.3f}"] for b in lora["b_cosines"]],
-                )
-            )
-            out.append("")
-        if lora.get("adapter_scaling"):
-            out += ["**Adapter steering** (chosen adapters scaled, others untouched)", ""]
-            out.append(
-                _table(
-                    ["scaling", "EM before", "EM after", "coherent after", "verdict"],
-                    [
-                        [
-                            a["scaling"],
-                            pct(a["em_before"]),
-                            pct(a["em"]),
-                            pct(a["coherent"]),
-                            verdict(a["em_before"], a["em"]),
-                        ]
-                        for a in lora["adapter_scaling"]
-                    ],
-                )
-            )
-            out.append("")
-
-    # --- Geometry
-    geometry = results.get("geometry")
-    if geometry:
-        out += ["## Geometry of the extracted directions", ""]
-        # The suite's summary has its own headings: nest them under this section.
-        out.append(
-            "\n".join(
-                "#" + line if line.startswith("##") else line
-                for line in geometry.get("summary_markdown", "").splitlines()
-                if not line.startswith("# ")
-            )
-        )
-        out.append("")
-        for figure in geometry.get("figures", []):
-            out.extend([f"![{Path(figure).stem}]({figure_prefix}{Path(figure).name})", ""])
-
-    # --- Examples
-    examples = results.get("examples", [])
-    if examples:
-        out += ["## Example answers", ""]
-        out.append(
-            _table(
-                ["condition", "question", "answer", "aligned", "coherent"],
-                [
-                    [
-                        x["condition"],
-                        x["question"][:80],
-                        x["answer"][:240],
-                        "null" if x.get("aligned") is None else f"{x['aligned']:.0f}",
-                        "null" if x.get("coherent") is None else f"{x['coherent']:.0f}",
-                    ]
-                    for x in examples
-                ],
-            )
-        )
-        out.append("")
-
-    # --- Provenance
-    out += ["## Judges, configuration and versions", ""]
-    out.append(
-        _table(
-            ["number", "produced by"],
-            [[k, v] for k, v in judge.get("provenance", {}).items()]
-            or [["all scores", judge.get("name", "?")]],
-        )
-    )
-    out += [
-        "",
-        "```yaml",
-        results.get("config_yaml", json.dumps(results.get("config", {}), indent=2)),
-        "```",
-        "",
-    ]
-    out.append(
-        _table(["library", "version"], [[k, v] for k, v in results.get("versions", {}).items()])
-    )
-    out.append("")
-    return "\n".join(out)
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0 auto; max-width: 1100px;
-       padding: 1.5rem; color: #1b1f23; line-height: 1.45; }
-h1 { border-bottom: 2px solid #c0392b; padding-bottom: .3rem; }
-h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
-.scroll { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; margin: .5rem 0; font-size: .88rem; }
-th, td { border: 1px solid #ccc; padding: .3rem .5rem; text-align: left; vertical-align: top;
-         max-width: 28rem; overflow-wrap: anywhere; }
-th { background: #f3f4f6; }
-img { max-width: 100%; height: auto; display: block; margin: .5rem 0; }
-pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .8rem; }
-blockquote { border-left: 4px solid #e67e22; margin: .5rem 0; padding: .2rem .8rem; background: #fdf2e9; }
-"""
-
-
-def _inline(text: str) -> str:
-    text = html.escape(text)
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-
-
-def markdown_to_html(markdown: str, images: dict[str, Path], title: str) -> str:
-    """A small converter for the markdown we generate (headings, tables, images, code, quotes)."""
-    body: list[str] = []
-    lines = markdown.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            block = []
-            i += 1
-            while i < len(lines) and not lines[i].startswith("```"):
-                block.append(lines[i])
-                i += 1
-            body.append(f"<pre>{html.escape(chr(10).join(block))}</pre>")
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append(lines[i])
-                i += 1
-            i -= 1
-            cells = [
-                [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", r)[1:-1]]
-                for r in rows
+                p.get("a", "?"),
+                p.get("b", "?"),
+                _number(_mean(values)),
+                f"{middle} (layer {mid})",
+                ceiling,
+                fraction,
             ]
-            head, data = cells[0], [c for c in cells[2:]]
-            table = "<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>"
-            table += "".join(
-                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in data
-            )
-            body.append(f'<div class="scroll"><table>{table}</table></div>')
-        elif line.startswith("!["):
-            match = re.match(r"!\[(.*?)\]\((.*?)\)", line)
-            if match:
-                name = Path(match.group(2)).name
-                path = images.get(name)
-                if path and path.is_file():
-                    data = base64.b64encode(path.read_bytes()).decode("ascii")
-                    body.append(
-                        f'<img alt="{html.escape(match.group(1))}" src="data:image/png;base64,{data}">'
-                    )
-        elif line.startswith("> "):
-            body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
-        elif line.startswith("- "):
-            body.append(f"<ul><li>{_inline(line[2:])}</li></ul>")
-        elif line.strip():
-            body.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>"
+        )
+    s.add_table(
+        [
+            "organism A",
+            "organism B",
+            "mean over layers",
+            "middle layer [bootstrap interval]",
+            "noise ceiling there",
+            "cosine / ceiling",
+        ],
+        rows,
     )
+    if cosine.get("note"):
+        s.text(str(cosine["note"]))
+    s.add_figure(
+        figures,
+        "cosine",
+        "Per-layer cosine with its bootstrap band; dashed: the pair's noise ceiling",
+    )
+    return s
+
+
+def lora_section(results: StudyResults) -> Section | None:
+    lora = results.lora
+    if not lora:
+        return None
+    s = Section("Rank-1 LoRA adapters: probes on adapter scalars", "lora")
+    if lora.get("error"):
+        s.callout(f"Not measurable: {lora['error']}")
+    s.bullets(
+        [
+            f"{p.get('name', '?')}: accuracy {_number(p.get('accuracy_mean'))} ± "
+            f"{_number(p.get('accuracy_std'))}, AUC {_number(p.get('auc_mean'))} ± "
+            f"{_number(p.get('auc_std'))} (n={p.get('n', '?')})"
+            for p in lora.get("probes") or []
+        ]
+    )
+    if lora.get("adapters"):
+        s.add_table(
+            ["adapter", "classification", "evidence"],
+            [
+                [a.get("adapter", "?"), a.get("classification", "?"), a.get("evidence", "")]
+                for a in lora["adapters"]
+            ],
+        )
+    s.bullets([str(n) for n in lora.get("notes") or []])
+    if lora.get("b_cosines"):
+        s.text("B vectors against the mean-diff direction at their layer:")
+        s.add_table(
+            ["adapter", "layer", "cosine(B, direction)"],
+            [
+                [b.get("adapter", "?"), b.get("layer", "?"), _number(b.get("cosine"))]
+                for b in lora["b_cosines"]
+            ],
+        )
+    return s
+
+
+def geometry_figure_name(path: str) -> str:
+    """The name a geometry figure gets beside the report's own (no clash with them)."""
+    return f"geometry-{Path(path).name}"
+
+
+def geometry_section(results: StudyResults, figures: dict[str, Path]) -> Section | None:
+    geometry = results.geometry
+    if not geometry:
+        return None
+    title = "Geometry of the extracted directions"
+    if geometry.get("layer") is not None:
+        title += f" (layer {geometry['layer']})"
+    s = Section(title, "geometry")
+    summary = "\n".join(
+        line
+        for line in str(geometry.get("summary_markdown") or "").splitlines()
+        if not line.startswith("# ")  # the suite's own title; the section has one
+    ).strip()
+    if summary:
+        s.blocks.append(Block("markdown", text=summary))
+    for path in geometry.get("figures") or []:
+        s.add_figure(figures, geometry_figure_name(path), Path(path).stem.replace("_", " "))
+    return s
+
+
+def _clip(text: Any, limit: int) -> str:
+    text = str(text or "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _score(x: Any) -> str:
+    return "null" if x is None else f"{float(x):.0f}"
+
+
+def examples_section(results: StudyResults) -> Section | None:
+    if not results.examples:
+        return None
+    s = Section("Example answers", "examples")
+    s.add_table(
+        ["condition", "question", "answer", "aligned", "coherent"],
+        [
+            [
+                x.get("condition", "?"),
+                _clip(x.get("question"), 200),
+                _clip(x.get("answer"), 400),
+                _score(x.get("aligned")),
+                _score(x.get("coherent")),
+            ]
+            for x in results.examples
+        ],
+    )
+    return s
+
+
+def provenance_section(results: StudyResults) -> Section:
+    s = Section("Judges, configuration and versions", "provenance")
+    provenance = results.judge.get("provenance") or {}
+    s.add_table(
+        ["number", "produced by"],
+        [[k, v] for k, v in provenance.items()] or [["all scores", results.judge.get("name", "?")]],
+    )
+    if results.config_yaml:
+        s.blocks.append(Block("pre", text=results.config_yaml.rstrip("\n")))
+    if results.versions:
+        s.add_table(["library", "version"], [[k, v] for k, v in results.versions.items()])
+    if results.seconds:
+        s.text(f"The study took {results.seconds:.0f} seconds.")
+    return s
+
+
+def build_report(results: StudyResults, figures: dict[str, Path]) -> Report:
+    """The report's sections, in order; a section without data is left out."""
+    sections = [
+        conditions_section(results, figures),
+        training_section(results, figures),
+        *(
+            effects_section(results, kind, title, figures)
+            for kind, title in EFFECT_SECTIONS.items()
+        ),
+        directions_section(results),
+        cosine_section(results, figures),
+        lora_section(results),
+        geometry_section(results, figures),
+        examples_section(results),
+        provenance_section(results),
+    ]
+    return Report(header(results), [s for s in sections if s is not None])
+
+
+# ----------------------------------------------------------------------------------------------
+# Templates
+
+
+def _md_cell(text: Any) -> str:
+    """A GitHub table cell: pipes escaped, line breaks flattened, and ``<`` as an entity so a
+    model's answer cannot open an HTML tag in a markdown viewer."""
+    text = str(text).replace("|", "\\|").replace("<", "&lt;")
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _environment(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("misdirection.report", "templates"),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md_cell"] = _md_cell
+    env.filters["shift_headings"] = shift_headings
+    env.filters["markdown_html"] = to_html
+    return env
+
+
+def render_markdown(report: Report, figure_prefix: str = "figures/") -> str:
+    template = _environment(autoescape=False).get_template("report.md.j2")
+    return template.render(report=report, figure_prefix=figure_prefix)
+
+
+def render_html(report: Report, figure_folder: Path) -> str:
+    """The self-contained page: every figure embedded as a base64 PNG."""
+
+    def embed(name: str) -> str:
+        return base64.b64encode((figure_folder / name).read_bytes()).decode("ascii")
+
+    template = _environment(autoescape=True).get_template("report.html.j2")
+    return template.render(report=report, embed=embed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def load_results(run_dir: Path) -> StudyResults:
+    """``run_dir/results.json`` as :class:`StudyResults`, or a DataError that says what to do."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise DataError(
+            f"{path} is missing: is {run_dir} a run folder of `misdirection run` that finished?"
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        return StudyResults.model_validate_json(text)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in err.errors()[:5]
+        )
+        more = f" (and {err.error_count() - 5} more)" if err.error_count() > 5 else ""
+        older = '"evaluations"' in text[:200_000] and '"conditions"' not in text[:200_000]
+        why = (
+            "it was written by an older version of misdirection"
+            if older
+            else "it is not the results of this version of misdirection (an older version wrote "
+            "it, or it was edited)"
+        )
+        raise DataError(
+            f"{path} does not validate as study results: {problems}{more}. Most likely {why}; "
+            "re-run `misdirection run STUDY.yaml --out "
+            f"{run_dir}` to rewrite it (finished stages are reused from the cache)."
+        ) from None
 
 
 def render_report(run_dir: str | Path) -> dict[str, Path]:
-    """(Re-)render ``RUN/report/report.md`` and ``report.html`` from ``RUN/results.json``."""
-    from misdirection.errors import DataError
-
+    """(Re-)render ``RUN/report/report.md``, ``report.html`` and ``figures/`` from ``results.json``."""
     run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise DataError(f"{run_dir} has no results.json: is it a run folder of `misdirection run`?")
-    results = json.loads(results_path.read_text(encoding="utf-8"))
+    results = load_results(run_dir)
     report_dir = run_dir / "report"
-    figures = draw_all(results, report_dir / "figures")
-    images = {p.name: p for p in figures.values()}
-    for extra in (results.get("geometry") or {}).get("figures", []):
-        path = run_dir / extra
-        if path.is_file():
-            images[path.name] = path
-    markdown = build_markdown(results, figures)
-    # The markdown references geometry figures by name; copy them beside the report's figures.
-    for name, path in images.items():
-        target = report_dir / "figures" / name
-        if path != target:
-            target.write_bytes(path.read_bytes())
-    atomic_write_text(report_dir / "report.md", markdown)
-    page = markdown_to_html(markdown, images, title=f"EM study: {results.get('study', '')}")
-    atomic_write_text(report_dir / "report.html", page)
+    folder = report_dir / "figures"
+    if folder.is_dir():  # a re-render must not keep figures of sections that are gone
+        shutil.rmtree(folder)
+    figures = fig.draw_all(results, folder, EFFECT_SECTIONS)
+    for extra in (results.geometry or {}).get("figures") or []:
+        source = run_dir / extra
+        if source.is_file():
+            target = folder / geometry_figure_name(extra)
+            shutil.copyfile(source, target)
+            figures[target.name] = target
+    report = build_report(results, figures)
+    atomic_write_text(report_dir / "report.md", render_markdown(report))
+    atomic_write_text(report_dir / "report.html", render_html(report, folder))
     return {
         "markdown": report_dir / "report.md",
         "html": report_dir / "report.html",
-        "figures": report_dir / "figures",
+        "figures": folder,
     }
