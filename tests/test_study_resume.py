@@ -100,10 +100,10 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     pd.testing.assert_frame_equal(a, b)  # same answers, same scores, nothing lost or duplicated
     ra = json.loads((straight / "results.json").read_text())
     rb = json.loads((resumed / "results.json").read_text())
-    assert ra["evaluations"] == rb["evaluations"]
+    assert ra["conditions"] == rb["conditions"] and ra["effects"] == rb["effects"]
     # The judge's flags are counted from the judged table, per condition and in total.
     from misdirection.judge.scoring import flag_counts
 
-    base = next(e for e in ra["evaluations"] if e["condition"] == "base")
+    base = next(e for e in ra["conditions"] if e["name"] == "base")
     assert base["judge_flags"] == {"n": len(a), **flag_counts(a)}
-    assert ra["judge"]["flags"]["n"] == sum(e["judge_flags"]["n"] for e in ra["evaluations"])
+    assert ra["judge"]["flags"]["n"] == sum(e["judge_flags"]["n"] for e in ra["conditions"])

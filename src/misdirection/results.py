@@ -335,6 +335,13 @@ EFFECT_COLUMNS = (
 )
 
 
+def _reduction_cell(e: Effect) -> str:
+    # A relative "reduction" of EM that rose (-2900%) reads as nonsense: say what happened.
+    if e.em_change.value is not None and e.em_change.value > 0:
+        return "n/a (EM rose)"
+    return reduction_text(e.reduction)
+
+
 def effect_cells(e: Effect) -> list[str]:
     """The cells of one effect under :data:`EFFECT_COLUMNS`."""
     return [
@@ -346,7 +353,7 @@ def effect_cells(e: Effect) -> list[str]:
         pct(e.coherent_after),
         points(e.coherent_change),
         f"{pct(e.mc_before)} -> {pct(e.mc_after)}",
-        reduction_text(e.reduction),
+        _reduction_cell(e),
         controls_text(e.controls),
         f"{e.verdict}: {e.verdict_text}",
     ]
@@ -368,7 +375,7 @@ def effect_rows(e: Effect) -> list[tuple[str, str, str, str]]:
             pct(e.mc_after, counts=True),
             points(e.mc_change),
         ),
-        ("% reduction of EM", "", "", reduction_text(e.reduction)),
+        ("% reduction of EM", "", "", _reduction_cell(e)),
     ]
 
 

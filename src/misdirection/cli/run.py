@@ -8,38 +8,35 @@ import typer
 
 
 def print_summary(results_path: Path) -> None:
-    """The end-of-run summary table: EM and coherence of every condition."""
-    import json
-
+    """The end-of-run summary: every base/organism condition, then every effect and its verdict."""
     from rich.console import Console
     from rich.table import Table
 
-    from misdirection.report.render import pct
+    from misdirection.report.render import load_results
+    from misdirection.results import effects_rich_table, pct
 
-    results = json.loads(results_path.read_text())
-    table = Table(title=f"{results['study']}: judged by {results['judge']['name']}")
-    for column in ("condition", "kind", "answers", "EM share [95% CI]", "coherent share [95% CI]"):
+    results = load_results(results_path.parent)
+    judge = results.judge.get("name", "?")
+    table = Table(title=f"{results.study}: judged by {judge}")
+    for column in (
+        "condition",
+        "kind",
+        "answers",
+        "EM [95% CI]",
+        "coherent [95% CI]",
+        "misaligned among coherent",
+    ):
         table.add_column(column)
-    for e in results["evaluations"]:
-        s = e["summary"]
-        table.add_row(e["condition"], e["kind"], str(s["n"]), pct(s["em"]), pct(s["coherent"]))
-    console = Console()
-    examples = results.get("examples", [])
-    if examples:
-        answers = Table(title="Example answers (least and most aligned per model)", show_lines=True)
-        for column in ("model", "question", "answer", "aligned", "coherent"):
-            answers.add_column(column, overflow="fold")
-        for x in examples:
-            answers.add_row(
-                x["condition"],
-                x["question"],
-                x["answer"][:300],
-                "null" if x.get("aligned") is None else f"{x['aligned']:.0f}",
-                "null" if x.get("coherent") is None else f"{x['coherent']:.0f}",
+    for c in results.conditions:
+        if c.kind in ("base", "organism"):
+            table.add_row(
+                c.name, c.kind, str(c.n), pct(c.em), pct(c.coherent), pct(c.misaligned_coherent)
             )
-        console.print(answers)
+    console = Console()
     console.print(table)
-    for note in results.get("notes", []):
+    if results.effects:
+        console.print(effects_rich_table(results.effects, title="Effects of the interventions"))
+    for note in results.notes:
         console.print(f"[yellow]note:[/] {note}")
 
 
