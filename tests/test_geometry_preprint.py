@@ -202,7 +202,10 @@ def test_suite_labels_both_definitions_and_warns(tmp_path):
     assert "cluster 'medical' has two members" in warn
     assert "1/(n-1) = 20.0%" in warn
     md = (tmp_path / "summary.md").read_text()
-    assert "pre-print: mean of 1 - |after|/|before|" in md and "misdirection: mean(before)" in md
+    assert (
+        "pre-print: mean of 1 - \\|after\\|/\\|before\\|" in md
+        and "misdirection: mean(before)" in md
+    )
     assert "Test 4 (pre-print)" in md and "Forced by construction" in md
     ours = run_suite(dict(zip(NAMES, X)), CLUSTERS, n_null=0, workers=0, definitions="ours")
     assert ours["preprint"] is None

@@ -233,7 +233,7 @@ def preprint_markdown(res: Mapping) -> list[str]:
         "",
         "### Removing a set's own mean direction",
         "",
-        "| " + " | ".join(head) + " |",
+        "| " + " | ".join(_cell(h) for h in head) + " |",
         "|" + "---|" * len(head),
     ]
 
@@ -244,8 +244,8 @@ def preprint_markdown(res: Mapping) -> list[str]:
     for k, v in pp["own_mean_residual"].items():
         lines.append(row(k, v["difference"], v["relative_reduction_pct"]))
     if pp["cross_residual"]:
-        lines += ["", "### Removing the other cluster's mean (ours)", ""]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["", "### Removing the other cluster's mean (our cross-cluster residual test)", ""]
+        lines += ["| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
         for k, v in pp["cross_residual"].items():
             lines.append(row(k, v["difference"], v["relative_reduction_pct"]))
     for t in pp["triplets"]:
