@@ -29,7 +29,7 @@ from misdirection.geometry.residual import residual_analysis
 from misdirection.geometry.similarity import angle_matrix, similarity_summary
 from misdirection.geometry.statistics import scalar_statistics
 from misdirection.geometry.subspace import pca, reference_projection, spectrum
-from misdirection.geometry.transfer import em_rates, transfer_analysis, wilson_interval
+from misdirection.geometry.transfer import _wilson, em_rates, transfer_analysis
 from misdirection.geometry.triangles import triangle_error_stats, triangle_errors
 from misdirection.geometry.vectors import load_clusters, load_samples, load_vectors
 
@@ -376,8 +376,13 @@ def test_transfer_effectiveness_by_hand():
     assert res["sources"] == ["A", "B"] and res["targets"] == ["A", "B"]
     assert E[0] == pytest.approx([1.0, (0.30 - 0.20) / (0.50 - 0.10)])
     assert E[1] == pytest.approx([(0.10 - 0.10) / (0.60 - 0.20), 1.0])
-    assert res["dose_response"]["A->B"]["scale"] == [2.0, 4.0]
-    assert res["dose_response"]["A->B"]["em_rate"] == pytest.approx([0.25, 0.30])
+    # The curve starts at the scale-0 point (the target's unsteered rate).
+    assert res["dose_response"]["A->B"]["scale"] == [0.0, 2.0, 4.0]
+    assert res["dose_response"]["A->B"]["em_rate"] == pytest.approx([0.20, 0.25, 0.30])
+    assert res["dose_response"]["B->A"]["scale0_from"] == "unsteered rows of the target"
+    # B was run at scale 4 only: no missing point; no answer counts: no intervals, said so.
+    assert not any("B->A: no rows" in n for n in res["notes"])
+    assert any("A->B: no answer counts" in n for n in res["notes"])
     at2 = transfer_analysis(df, scale=2.0)
     assert np.array(at2["effectiveness"])[0, 1] == pytest.approx((0.25 - 0.20) / (0.30 - 0.10))
 
@@ -392,12 +397,14 @@ def test_em_rates_from_judged_answers_and_wilson():
     )
     df = pd.DataFrame(rows, columns=["source", "target", "scale", "aligned", "coherent"])
     r = em_rates(df)
-    assert r["em_rate"].iloc[0] == pytest.approx(3 / 9)
-    assert r["n"].iloc[0] == 9 and r["n_unscored"].iloc[0] == 1
-    lo, hi = wilson_interval(np.array([5]), np.array([10]))
-    assert lo[0] == pytest.approx(0.2365931, abs=1e-6) and hi[0] == pytest.approx(
-        0.7634069, abs=1e-6
-    )
+    # The package's EM rule and denominator policy (metrics.em_mask): shares over all answers,
+    # a null score counts as not EM and is counted in n_unscored.
+    assert r["em_rate"].iloc[0] == pytest.approx(3 / 10)
+    assert r["n"].iloc[0] == 10 and r["n_unscored"].iloc[0] == 1
+    lo, hi = _wilson(5, 10)
+    assert lo == pytest.approx(0.2365931, abs=1e-6) and hi == pytest.approx(0.7634069, abs=1e-6)
+    lo, hi = _wilson(0, 44)
+    assert lo == 0.0 and hi == pytest.approx(0.0803, abs=1e-4)
 
 
 # ---------------------------------------------------------------- files, suite, CLI

@@ -26,26 +26,43 @@ def angular_distances(C: np.ndarray) -> np.ndarray:
     return D
 
 
-def hierarchical(C: np.ndarray, method: str = "average") -> dict[str, object]:
-    """Agglomerative clustering (scipy ``linkage``, UPGMA by default) on angular distances.
+def hierarchical(
+    C: np.ndarray, method: str = "average", distance: str = "angle"
+) -> dict[str, object]:
+    """Agglomerative clustering (scipy ``linkage``, UPGMA by default).
 
-    Returns the scipy ``linkage`` matrix, the ``merge_heights`` (degrees, ascending), the
-    dendrogram ``leaf_order`` and the ``cophenetic_correlation`` (how faithfully the tree keeps
-    the angles; NaN with fewer than 3 vectors or when all angles are equal).
+    ``distance``: ``"angle"`` (degrees, ours) or ``"one_minus_cos"`` (the pre-print's). The two
+    give different heights, not just different units: an average of angles is not the angle of
+    an average of cosines. Returns the scipy ``linkage`` matrix, the ``merge_heights`` (in the
+    distance's unit, ascending; also as ``merge_heights_deg`` for angles), the dendrogram
+    ``leaf_order`` and the ``cophenetic_correlation`` (how faithfully the tree keeps the
+    distances; NaN with fewer than 3 vectors or when all distances are equal).
     """
     C = check_gram(C, 2, "hierarchical clustering")
-    cond = squareform(angular_distances(C), checks=False)
+    if distance == "angle":
+        D = angular_distances(C)
+    elif distance == "one_minus_cos":
+        D = 1.0 - np.clip(C, -1.0, 1.0)
+        D = 0.5 * (D + D.T)
+        np.fill_diagonal(D, 0.0)
+    else:
+        raise ValueError(f"distance must be 'angle' or 'one_minus_cos', got {distance!r}")
+    cond = squareform(D, checks=False)
     Z = linkage(cond, method=method)
     # Equal distances (up to rounding) make the correlation undefined: NaN, documented.
     spread = np.ptp(cond) > 1e-9 * max(1.0, float(cond.max()))
     coph = float(cophenet(Z, cond)[0]) if C.shape[0] >= 3 and spread else NAN
-    return {
+    out = {
         "method": method,
+        "distance": distance,
         "linkage": Z,
-        "merge_heights_deg": Z[:, 2].copy(),
+        "merge_heights": Z[:, 2].copy(),
         "leaf_order": leaves_list(Z),
         "cophenetic_correlation": coph,
     }
+    if distance == "angle":
+        out["merge_heights_deg"] = Z[:, 2].copy()
+    return out
 
 
 def cut_tree(Z: np.ndarray, k: int) -> np.ndarray:

@@ -46,44 +46,6 @@ def random_cosine_matrices(n: int, d: int, draws: int, rng: np.random.Generator)
     return cosine_matrix(rng.standard_normal((draws, n, d)))
 
 
-def _collect(rows: list[dict[str, float]], keys: Sequence[str]) -> dict[str, np.ndarray]:
-    return {k: np.array([r.get(k, np.nan) for r in rows], dtype=np.float64) for k in keys}
-
-
-def random_null(
-    stat_fn: StatFn,
-    n: int,
-    d: int,
-    draws: int = DEFAULT_DRAWS,
-    seed: int = 0,
-    keys: Sequence[str] | None = None,
-) -> dict[str, np.ndarray]:
-    """Each statistic of ``stat_fn`` over ``draws`` sets of n random directions in d dimensions."""
-    rng = np.random.default_rng(seed)
-    rows = [stat_fn(C) for C in random_cosine_matrices(n, d, draws, rng)]
-    return _collect(rows, keys if keys is not None else list(rows[0]) if rows else [])
-
-
-def permutation_null(
-    stat_fn: Callable[[np.ndarray, Mapping[str, Sequence[int]]], dict[str, float]],
-    C: np.ndarray,
-    clusters: Mapping[str, Sequence[int]],
-    draws: int = DEFAULT_DRAWS,
-    seed: int = 0,
-    keys: Sequence[str] | None = None,
-) -> dict[str, np.ndarray]:
-    """Statistics of ``stat_fn(C, clusters)`` with labels permuted among the clustered vectors."""
-    rng = np.random.default_rng(seed)
-    pool = np.array([i for m in clusters.values() for i in m])
-    bounds = np.cumsum([0] + [len(m) for m in clusters.values()])
-    rows = []
-    for _ in range(draws):
-        perm = rng.permutation(pool)
-        shuffled = {c: perm[bounds[x] : bounds[x + 1]].tolist() for x, c in enumerate(clusters)}
-        rows.append(stat_fn(C, shuffled))
-    return _collect(rows, keys if keys is not None else list(rows[0]) if rows else [])
-
-
 def summarize(observed: float, samples: np.ndarray) -> dict[str, float]:
     """Where ``observed`` falls in a null sample: its percentile (ties count half), one-sided
     empirical p-values ``p_high`` = P(null >= obs) and ``p_low`` = P(null <= obs) with the +1

@@ -63,8 +63,10 @@ def heatmap(
     fmt: str = "{:.2f}",
     xlabel: str = "",
     ylabel: str = "",
+    labels: Sequence[Sequence[str]] | None = None,
 ) -> Path:
-    """Heatmap with a colour bar fixed to [vmin, vmax] and the range written in its label."""
+    """Heatmap with a colour bar fixed to [vmin, vmax] and the range written in its label.
+    ``labels``: text per cell (overrides ``fmt``), e.g. a value with its interval."""
     import textwrap
 
     plt = _plt()
@@ -89,15 +91,15 @@ def heatmap(
     if annotate if annotate is not None else max(r, c) <= 12:
         for y in range(r):
             for x in range(c):
-                if np.isfinite(M[y, x]):
+                if labels is not None or np.isfinite(M[y, x]):
                     dark = abs(M[y, x] - (vmin + vmax) / 2) > 0.6 * (vmax - vmin) / 2
                     ax.text(
                         x,
                         y,
-                        fmt.format(M[y, x]),
+                        labels[y][x] if labels is not None else fmt.format(M[y, x]),
                         ha="center",
                         va="center",
-                        fontsize=8,
+                        fontsize=8 if labels is None else 6.5,
                         color="white" if dark else "black",
                     )
     ax.set_title(textwrap.fill(title, 55))
@@ -311,4 +313,84 @@ def dose_response_plot(curves: Mapping[str, Mapping[str, list]], path: str | Pat
         ax.set_visible(False)
     fig.suptitle("Dose-response: EM rate vs steering scale (bands: 95% Wilson intervals)")
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _group_palette(groups: Sequence[str]):
+    plt = _plt()
+    order = list(dict.fromkeys(groups))
+    cmap = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
+    return {g: cmap(i % cmap.N) for i, g in enumerate(order)}
+
+
+def base_similarity_plot(result: Mapping, path: str | Path) -> Path:
+    """Each vector's cosine to the base model's direction at its layer, bars coloured by group,
+    with each group's mean as a horizontal line over its bars (the pre-print's Figure 3)."""
+    plt = _plt()
+    per = result["vectors"]
+    groups = result["groups"]
+    order = [n for g in groups for n in groups[g]["members"]]
+    colour = _group_palette([per[n]["group"] for n in order])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(order) + 2.5), 4.4))
+    x = np.arange(len(order))
+    vals = [per[n]["cosine"] for n in order]
+    ax.bar(x, vals, color=[colour[per[n]["group"]] for n in order], edgecolor="black", lw=0.4)
+    for g, info in groups.items():
+        idx = [order.index(m) for m in info["members"]]
+        ax.hlines(
+            info["mean"],
+            min(idx) - 0.45,
+            max(idx) + 0.45,
+            color=colour[g],
+            lw=2.5,
+            linestyles="--",
+            label=f"{g}: mean {info['mean']:.3f} (n = {info['n']})",
+        )
+    labels = [
+        f"{n}\n(layer {per[n]['layer']})" if per[n]["layer"] is not None else n for n in order
+    ]
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_ylim(min(-0.05, min(vals) - 0.05), 1.02)
+    ax.set_ylabel("cosine to the base model's direction")
+    ax.set_xlabel("fine-tuned model's direction")
+    ax.set_title("Similarity of each direction to the base model's direction at its layer")
+    ax.legend(fontsize=8, title="group (dashed: group mean)")
+    return _save(fig, path)
+
+
+def base_traces_plot(result: Mapping, path: str | Path) -> Path:
+    """Layer-wise cosine of each vector's file to the base model's, one line per vector coloured
+    by group; the layer the suite used is marked."""
+    plt = _plt()
+    traces = result["traces"]
+    colour = _group_palette([t["group"] for t in traces.values()])
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    seen: dict[str, int] = {}
+    for name, t in traces.items():
+        k = seen.get(t["group"], 0)
+        seen[t["group"]] = k + 1
+        ax.plot(
+            t["layers"],
+            t["cosine"],
+            color=colour[t["group"]],
+            ls=styles[k % len(styles)],
+            lw=1.6,
+            label=f"{name} ({t['group']})",
+        )
+        if t.get("layer") is not None:
+            ax.scatter(
+                [t["layer"]],
+                [t["cosine"][t["layer"]]],
+                color=colour[t["group"]],
+                s=40,
+                edgecolor="black",
+                zorder=5,
+            )
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("layer (output of decoder block, 0-based)")
+    ax.set_ylabel("cosine to the base model's direction")
+    ax.set_title("Layer-wise similarity to the base model (dot: the layer compared)")
+    ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)

@@ -26,7 +26,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from misdirection.errors import ConfigError
-from misdirection.geometry import plots
+from misdirection.geometry import forced, plots
+from misdirection.geometry.base_similarity import base_similarity
 from misdirection.geometry.clustering import agreement_with_clusters, classical_mds, hierarchical
 from misdirection.geometry.independence import cluster_cohesion, independence
 from misdirection.geometry.nulls import (
@@ -35,6 +36,7 @@ from misdirection.geometry.nulls import (
     random_cosine_matrices,
     summarize,
 )
+from misdirection.geometry.preprint import preprint_analyses
 from misdirection.geometry.report import markdown_summary, to_jsonable, write_json
 from misdirection.geometry.residual import residual_analysis
 from misdirection.geometry.similarity import (
@@ -47,8 +49,10 @@ from misdirection.geometry.statistics import cluster_statistics, scalar_statisti
 from misdirection.geometry.subspace import pca, reference_projection, spectrum
 from misdirection.geometry.triangles import triangle_consistency
 from misdirection.geometry.vectors import validate_vectors
+from misdirection.metrics import Thresholds
 
 FORMAT = "misdirection.geometry/1"
+DEFINITION_CHOICES = ("both", "ours", "preprint")
 CHUNK = 25  # null draws evaluated together: bounds memory (~30 MB per array at n = 100)
 
 # Statistics shown in the null-histogram figure when present (the rest are in the JSON).
@@ -109,6 +113,38 @@ def _reference_indices(reference: Sequence[str] | None, names: Sequence[str]) ->
     return [names.index(r) for r in ref]
 
 
+def _triplet_indices(
+    triplets: Sequence[Sequence[str]] | None, names: Sequence[str]
+) -> list[list[int]]:
+    out = []
+    for t in triplets or []:
+        t = list(t)
+        unknown = [x for x in t if x not in names]
+        if unknown:
+            raise ConfigError(
+                f"triplet {t} names unknown vector(s) {unknown}; known vectors: {', '.join(names)}"
+            )
+        if len(t) != 3 or len(set(t)) != 3:
+            raise ConfigError(f"a triplet must name three different vectors, got {t}")
+        out.append([names.index(x) for x in t])
+    return out
+
+
+def _forced_warnings(
+    names: Sequence[str], cl: Mapping[str, Sequence[int]], trip: Sequence[Sequence[int]]
+) -> list[str]:
+    """Warnings for the statistics whose value construction fixes (see :mod:`.forced`)."""
+    out = [forced.own_mean_note(f"residual[all] ({len(names)} vectors)", len(names))]
+    for c, m in cl.items():
+        if len(m) == 2:
+            out.append(forced.two_member_note(c))
+        elif len(m) >= 3:
+            out.append(forced.own_mean_note(f"residual[{c}]", len(m)))
+    for t in trip:
+        out.append(forced.own_mean_note("triplet " + "-".join(names[i] for i in t), 3))
+    return out
+
+
 def run_suite(
     vectors: Mapping[str, np.ndarray],
     clusters: Mapping[str, Sequence[str]] | None = None,
@@ -127,6 +163,13 @@ def run_suite(
     layer: int | None = None,
     sources: Mapping[str, Mapping] | None = None,
     max_triplets_listed: int = 1000,
+    layers: Mapping[str, int | None] | None = None,
+    layer_stacks: Mapping[str, np.ndarray] | None = None,
+    base_vectors: Mapping[str, np.ndarray] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    triplets: Sequence[Sequence[str]] | None = None,
+    definitions: str = "both",
+    thresholds: Thresholds | None = None,
 ) -> dict:
     """Run the whole geometry suite and return its results as a JSON-ready dict.
 
@@ -139,7 +182,21 @@ def run_suite(
     evaluating the null draws (default: 2 where 2 CPUs are available, 0 = in this process; the
     results are identical either way). With ``out_dir``,
     writes ``geometry.json``, ``summary.md`` and ``figures/*.png`` there.
+
+    Per-vector settings: ``layers`` (name -> the layer each vector was taken at, recorded and used
+    to pick the base row), ``layer_stacks`` (name -> every layer of its file, [n_layers, d], for
+    layer-wise traces), ``base_vectors`` (name -> the base model's direction, [d] or
+    [n_layers, d]) and ``groups`` (group -> names: lab or training procedure) give the
+    base-similarity figure. ``triplets``: named sets of three for the own-mean residual test and
+    per-triplet SVD. ``definitions``: ``"both"`` (default), ``"ours"`` or ``"preprint"``: which
+    definitions the summary shows; the JSON holds ours always and the pre-print's unless
+    ``"ours"``. ``thresholds``: the EM rule of the transfer table (default
+    :class:`misdirection.metrics.Thresholds`).
     """
+    if definitions not in DEFINITION_CHOICES:
+        raise ConfigError(
+            f"definitions must be one of {', '.join(DEFINITION_CHOICES)}, got {definitions!r}"
+        )
     t0, c0 = time.perf_counter(), time.process_time()
     names, X = validate_vectors(vectors)
     n, d = X.shape
@@ -147,6 +204,7 @@ def run_suite(
         raise ConfigError(f"the geometry suite needs at least 2 vectors, got {n}")
     cl = validate_clusters(clusters, names)
     ref = _reference_indices(reference, names)
+    trip = _triplet_indices(triplets, names)
     n_perm = n_null if n_perm is None else n_perm
     notes: list[str] = []
     C = cosine_matrix(X)  # the one large product: all BLAS threads
@@ -167,10 +225,15 @@ def run_suite(
                 "n_boot": n_boot if samples else 0,
                 "seed": seed,
                 "reference": list(reference) if reference else None,
+                "layers": {nm: (layers or {}).get(nm, layer) for nm in names},
+                "definitions": definitions,
             },
             "sources": dict(sources or {}),
             "clusters": {c: [names[i] for i in m] for c, m in cl.items()},
+            "groups": {g: list(m) for g, m in (groups or {}).items()},
+            "triplets": [[names[i] for i in t] for t in trip],
         }
+        warnings = _forced_warnings(names, cl, trip)
         res["similarity"] = {
             "cosine": C,
             "angle_deg": angle_matrix(C),
@@ -229,6 +292,25 @@ def run_suite(
                 tree["linkage"], cl, n
             )
 
+        if definitions != "ours":
+            res["preprint"] = preprint_analyses(C, names, cl, trip, d, n_null, seed)
+        else:
+            res["preprint"] = None
+        if base_vectors:
+            bs = base_similarity(
+                dict(zip(names, X)),
+                base_vectors,
+                {nm: (layers or {}).get(nm, layer) for nm in names},
+                layer_stacks,
+                groups,
+            )
+            notes.extend(bs["notes"])
+            res["base_similarity"] = bs
+        else:
+            res["base_similarity"] = None
+            if groups:
+                notes.append("groups given but no base-model directions: no base-similarity figure")
+
         # Null baselines, all computed by the same scalar_statistics as the observed values. The
         # draws are made here (so results do not depend on the number of workers) and evaluated
         # in worker processes while this process draws the figures that do not need them.
@@ -286,11 +368,18 @@ def run_suite(
         if transfer is not None:
             from misdirection.geometry.transfer import transfer_analysis  # pandas/scipy.stats: lazy
 
-            tr = transfer_analysis(transfer, scale=transfer_scale)
+            tr = transfer_analysis(
+                transfer, scale=transfer_scale, thresholds=thresholds or Thresholds(), seed=seed
+            )
             notes.extend(tr["notes"])
             res["transfer"] = tr
         else:
             res["transfer"] = None
+        pc1 = res["statistics"].get("pca.pc1_ratio")
+        if pc1 is not None:
+            null_mean = (pc1.get("random") or {}).get("mean")
+            warnings.append(forced.pc1_note(n, pc1["observed"], null_mean))
+        res["forced_by_construction"] = warnings
         res["notes"] = notes
         if out is not None and figures:
             t_fig, c_fig = time.perf_counter(), time.process_time()
@@ -458,6 +547,13 @@ def _figures_plain(res, out: Path, C, p, tree, mds) -> dict[str, str]:
             xlabel=f"along {rp['reference'][0]}",
             ylabel=f"along {rp['reference'][1]} (orthogonalised)",
         )
+    bs = res.get("base_similarity")
+    if bs and bs["vectors"]:
+        figs["base_similarity"] = plots.base_similarity_plot(bs, fig_dir / "base_similarity.png")
+        if bs["traces"]:
+            figs["base_similarity_layers"] = plots.base_traces_plot(
+                bs, fig_dir / "base_similarity_layers.png"
+            )
     return {k: str(v.relative_to(out)) for k, v in figs.items()}
 
 
@@ -496,6 +592,19 @@ def _figures_nulls(
     tr = res.get("transfer")
     if tr:
         E = np.asarray(tr["effectiveness"], dtype=float)
+        lo = np.asarray(tr["effectiveness_low"], dtype=float)
+        hi = np.asarray(tr["effectiveness_high"], dtype=float)
+        cell_text = [
+            [
+                "n/a"
+                if not np.isfinite(E[y, x])
+                else f"{E[y, x]:.2f}\n[{lo[y, x]:.2f}, {hi[y, x]:.2f}]"
+                if np.isfinite(lo[y, x])
+                else f"{E[y, x]:.2f}"
+                for x in range(E.shape[1])
+            ]
+            for y in range(E.shape[0])
+        ]
         finite = E[np.isfinite(E)]
         vmax = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
         figs["transfer"] = plots.heatmap(
@@ -504,7 +613,9 @@ def _figures_nulls(
             tr["targets"],
             fig_dir / "transfer.png",
             cmap="PuOr_r",
-            title="Transfer effectiveness (target - baseline) / (source - baseline)",
+            title="Transfer effectiveness (target - baseline) / (source - baseline), "
+            "95% intervals from resampled answers",
+            labels=cell_text,
             cbar_label="effectiveness",
             vmin=-vmax,
             vmax=vmax,

@@ -1,154 +1,374 @@
-"""Loading and validating the named vectors that the geometry suite compares.
+"""Loading the named vectors that the geometry suite compares, and the files that describe them.
 
-A vector spec on the command line is ``PATH`` (named by the file name without its last suffix)
-or ``NAME=PATH``. Accepted files: our direction files (safetensors with a ``directions`` tensor
-[n_layers, d]), any ``.safetensors`` / ``.pt`` / ``.npy`` file holding a single [d] or
-[n_layers, d] tensor. From a [n_layers, d] tensor one row is picked with ``layer`` (layer i =
-output of decoder block i).
+A vector spec on the command line is ``PATH``, ``NAME=PATH``, ``PATH@LAYER`` or ``NAME=PATH@LAYER``
+(named by the file name without its last suffix when no NAME is given; ``@best`` takes the layer
+from a layer table). A vectors file (YAML list) holds the same per entry: ``name``, ``path``,
+``layer`` (int or ``best``) and optionally ``base`` (the base model's direction file, for the
+base-similarity figure); paths are relative to the list's folder.
+
+Direction files are read by :meth:`misdirection.directions.DirectionSet.load` (one reader for
+the format): our direction files, or any ``.safetensors`` / ``.pt`` / ``.npy`` file holding one
+[d] or [n_layers, d] tensor. From [n_layers, d] one row is picked (layer i = output of decoder
+block i); a file with one vector is that vector at whatever layer it was taken.
+
+Which layer a vector uses, first match wins: its own ``@LAYER``; its entry in the layer table
+(``@best`` requires one); ``--layer``; the only row of a one-vector file.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from misdirection.errors import DataError, LayerIndexError, ShapeError, check_layer
+from misdirection.errors import ConfigError, DataError, LayerIndexError, ShapeError, check_layer
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
+BEST = "best"
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """Where one named vector comes from: a file, an optional layer (int or ``"best"``) and an
+    optional base-model direction file."""
+
+    name: str
+    path: Path
+    layer: int | str | None = None
+    base: Path | None = None
 
 
 @dataclass
 class LoadedVector:
-    """One vector read from a file, with where it came from."""
+    """One vector read from a file, with where it came from.
+
+    ``stack`` is every layer of the file [n_layers, d] (one row for a one-vector file), kept for
+    layer-wise traces; ``layer`` is the row used (None for a one-vector file without a layer).
+    """
 
     name: str
     vector: np.ndarray
     path: str
     layer: int | None
     metadata: dict[str, str] = field(default_factory=dict)
+    stack: np.ndarray | None = None
+    layer_from: str = ""
 
 
-def parse_spec(spec: str) -> tuple[str, Path]:
-    """Split ``NAME=PATH`` (or a bare ``PATH``, named by its stem) into (name, path)."""
-    if "=" in spec and not Path(spec).exists():
-        name, _, path = spec.partition("=")
+def _split_layer(text: str) -> tuple[str, int | str | None]:
+    """``"x.npy@12"`` -> ``("x.npy", 12)``; ``"x@best"`` -> ``("x", "best")``; no @ -> None."""
+    body, at, tail = text.rpartition("@")
+    if not at or Path(text).exists():
+        return text, None
+    if tail == BEST:
+        return body, BEST
+    try:
+        return body, int(tail)
+    except ValueError:
+        raise ConfigError(
+            f"vector spec {text!r}: the part after '@' must be a layer number or 'best', got {tail!r}"
+        ) from None
+
+
+def parse_spec(spec: str) -> VectorSpec:
+    """Parse ``[NAME=]PATH[@LAYER]`` (see the module docstring)."""
+    text, layer = _split_layer(spec)
+    if "=" in text and not Path(text).exists():
+        name, _, path = text.partition("=")
         if not name or not path:
-            raise DataError(f"vector spec {spec!r} must be PATH or NAME=PATH")
-        return name, Path(path)
-    path = Path(spec)
-    return path.stem, path
+            raise DataError(f"vector spec {spec!r} must be PATH or NAME=PATH (optionally @LAYER)")
+        return VectorSpec(name, Path(path), layer)
+    path = Path(text)
+    return VectorSpec(path.stem, path, layer)
 
 
-def _read_safetensors(path: Path) -> tuple[np.ndarray, dict[str, str]]:
-    from safetensors import safe_open
+def read_vectors_file(path: str | Path) -> list[VectorSpec]:
+    """Read a YAML (or JSON) list of ``{name, path, layer, base}`` entries."""
+    import yaml
 
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such vectors file")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            meta = dict(f.metadata() or {})
-            if "directions" in keys:
-                key = "directions"
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise DataError(
-                    f"{path}: holds tensors {keys}; expected a 'directions' tensor or a single tensor"
-                )
-            # Through torch so bfloat16/float16 files load too (numpy has no bfloat16).
-            return f.get_tensor(key).float().numpy(), meta
-    except DataError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
-
-
-def _read_torch(path: Path) -> np.ndarray:
-    import torch
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable torch file ({exc})") from exc
-    if isinstance(obj, Mapping):
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if "directions" in tensors:
-            obj = tensors["directions"]
-        elif len(tensors) == 1:
-            obj = next(iter(tensors.values()))
-        else:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML/JSON ({exc})") from exc
+    if not isinstance(data, list) or not data:
+        raise DataError(f"{path}: expected a list of entries with name, path and optional layer")
+    root = path.parent
+    out = []
+    for k, entry in enumerate(data):
+        where = f"{path}: entry {k + 1}"
+        if not isinstance(entry, Mapping) or "path" not in entry:
+            raise DataError(f"{where} must be a mapping with at least 'path', got {entry!r}")
+        unknown = set(entry) - {"name", "path", "layer", "base"}
+        if unknown:
             raise DataError(
-                f"{path}: holds {sorted(tensors)}; expected a 'directions' tensor or a single tensor"
+                f"{where} has unknown keys {sorted(unknown)} (use name, path, layer, base)"
             )
-    if not isinstance(obj, torch.Tensor):
-        raise DataError(f"{path}: expected a tensor, found {type(obj).__name__}")
-    return obj.detach().float().numpy()
+        file = root / str(entry["path"])
+        layer = entry.get("layer")
+        if (
+            layer is not None
+            and layer != BEST
+            and (isinstance(layer, bool) or not isinstance(layer, int))
+        ):
+            raise DataError(f"{where}: layer must be an integer or 'best', got {layer!r}")
+        base = root / str(entry["base"]) if entry.get("base") else None
+        out.append(VectorSpec(str(entry.get("name") or file.stem), file, layer, base))
+    return out
 
 
-def read_array(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
-    """Read the single tensor of a vector file as float64, with its metadata (safetensors only)."""
+def _read_chosen(path: Path) -> int:
+    """The layer chosen by a layer sweep (``chosen.json`` of ``misdirection select-layer``)."""
+    if path.is_dir():
+        path = path / "chosen.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable layer-selection result ({exc})") from exc
+    if not isinstance(data, Mapping) or not isinstance(data.get("layer"), int):
+        raise DataError(f"{path}: a layer-selection result needs an integer 'layer' field")
+    return int(data["layer"])
+
+
+def load_layer_table(path: str | Path) -> dict[str, int]:
+    """Best layer per vector name, from a layer-selection table.
+
+    Accepted: a CSV with columns ``name`` and ``layer`` (several rows per name: the row with the
+    largest ``score`` wins, ties to the lower layer); a YAML/JSON mapping name -> layer, or
+    name -> a ``misdirection select-layer`` output (its ``chosen.json`` or folder, relative to the
+    table's folder).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such layer table")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"name", "layer"} <= set(rows[0]):
+            raise DataError(f"{path}: a layer table CSV needs columns 'name' and 'layer'")
+        best: dict[str, tuple[float, int]] = {}
+        for line, row in enumerate(rows, start=2):
+            try:
+                layer = int(row["layer"])
+                score = float(row["score"]) if row.get("score") not in (None, "") else 0.0
+            except ValueError:
+                raise DataError(
+                    f"{path}: line {line}: layer must be an integer and score a number"
+                ) from None
+            key = (score, -layer)
+            if row["name"] not in best or key > (best[row["name"]][0], -best[row["name"]][1]):
+                best[row["name"]] = (score, layer)
+        return {name: layer for name, (_, layer) in best.items()}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML/JSON ({exc})") from exc
+    if not isinstance(data, Mapping):
+        raise DataError(f"{path}: expected a mapping of vector name -> layer (or chosen.json path)")
+    out: dict[str, int] = {}
+    for name, value in data.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[str(name)] = value
+        elif isinstance(value, str):
+            out[str(name)] = _read_chosen(path.parent / value)
+        else:
+            raise DataError(f"{path}: entry {name!r} must be a layer number or a chosen.json path")
+    return out
+
+
+def read_stack(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
+    """Every layer of a direction file as float64 [n_layers, d], with its string metadata."""
+    from misdirection.directions import DirectionSet
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    meta: dict[str, str] = {}
-    if suffix == ".safetensors":
-        arr, meta = _read_safetensors(path)
-    elif suffix in (".pt", ".pth"):
-        arr = _read_torch(path)
-    elif suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise DataError(f"{path}: not a readable .npy file ({exc})") from exc
-    else:
+    if path.suffix.lower() not in SUFFIXES:
         raise DataError(
-            f"{path}: unsupported file type {suffix!r} (use one of {', '.join(SUFFIXES)})"
+            f"{path}: unsupported file type {path.suffix!r} (use one of {', '.join(SUFFIXES)})"
         )
-    return np.asarray(arr, dtype=np.float64), meta
+    ds = DirectionSet.load(path)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in ds.metadata.items()}
+    return ds.directions.numpy().astype(np.float64), meta
 
 
-def pick_layer(arr: np.ndarray, layer: int | None, source: str) -> tuple[np.ndarray, int | None]:
-    """Return the vector of ``arr`` ([d] as is, [n_layers, d] at ``layer``) and the layer used."""
-    if arr.ndim == 1:
-        return arr, None
-    if arr.ndim != 2:
-        raise ShapeError(
-            f"{source}: expected a [d] or [n_layers, d] tensor, got shape {list(arr.shape)}"
-        )
-    n_layers = arr.shape[0]
+def pick_layer(stack: np.ndarray, layer: int | None, source: str) -> tuple[np.ndarray, int | None]:
+    """The row of ``stack`` [n_layers, d] at ``layer`` (a one-row stack is its vector at any
+    layer, recorded as ``layer``) and the layer used."""
+    n_layers = stack.shape[0]
+    if n_layers == 1:
+        return stack[0], layer
     if layer is None:
-        if n_layers == 1:
-            return arr[0], 0
         raise LayerIndexError(
-            f"{source}: holds {n_layers} layers; choose one with --layer (valid 0..{n_layers - 1})"
+            f"{source}: holds {n_layers} layers; choose one with --layer, {source}@LAYER or a "
+            f"layer table (valid 0..{n_layers - 1})"
         )
     idx = check_layer(layer, n_layers, what=f"layer for {source}")
-    return arr[idx], idx
+    return stack[idx], idx
+
+
+def resolve_layer(
+    spec: VectorSpec, default: int | None, table: Mapping[str, int] | None
+) -> tuple[int | None, str]:
+    """The layer a spec asks for and where that choice came from (see the module docstring)."""
+    if isinstance(spec.layer, int):
+        return spec.layer, "spec"
+    if table is not None and spec.name in table:
+        return int(table[spec.name]), "layer table"
+    if spec.layer == BEST:
+        raise ConfigError(
+            f"vector {spec.name!r} asks for its best layer (@best) but "
+            + (
+                "the layer table has no entry for it"
+                if table is not None
+                else "no --layer-table was given"
+            )
+        )
+    return default, "--layer" if default is not None else ""
+
+
+def load_spec(
+    spec: VectorSpec, layer: int | None = None, table: Mapping[str, int] | None = None
+) -> LoadedVector:
+    """Load one vector spec at its layer (see :func:`resolve_layer`)."""
+    stack, meta = read_stack(spec.path)
+    want, origin = resolve_layer(spec, layer, table)
+    vec, used = pick_layer(stack, want, str(spec.path))
+    return LoadedVector(
+        name=spec.name,
+        vector=vec,
+        path=str(spec.path),
+        layer=used,
+        metadata=meta,
+        stack=stack,
+        layer_from=origin if used is not None else "",
+    )
 
 
 def load_vector(spec: str, layer: int | None = None) -> LoadedVector:
-    """Load one named vector from ``PATH`` or ``NAME=PATH`` (see module docstring)."""
-    name, path = parse_spec(spec)
-    arr, meta = read_array(path)
-    vec, used = pick_layer(arr, layer, str(path))
-    return LoadedVector(name=name, vector=vec, path=str(path), layer=used, metadata=meta)
+    """Load one named vector from ``[NAME=]PATH[@LAYER]`` (see module docstring)."""
+    return load_spec(parse_spec(spec), layer)
 
 
-def load_vectors(specs: Sequence[str], layer: int | None = None) -> dict[str, LoadedVector]:
+def load_vectors(
+    specs: Sequence[str | VectorSpec],
+    layer: int | None = None,
+    layer_table: Mapping[str, int] | None = None,
+) -> dict[str, LoadedVector]:
     """Load several named vectors; names must be unique (use NAME=PATH to disambiguate)."""
     out: dict[str, LoadedVector] = {}
     for spec in specs:
-        loaded = load_vector(spec, layer)
-        if loaded.name in out:
+        parsed = parse_spec(spec) if isinstance(spec, str) else spec
+        if parsed.name in out:
             raise DataError(
-                f"two vectors are named {loaded.name!r} ({out[loaded.name].path} and {loaded.path}); "
+                f"two vectors are named {parsed.name!r} ({out[parsed.name].path} and {parsed.path}); "
                 "name them with NAME=PATH"
             )
-        out[loaded.name] = loaded
+        out[parsed.name] = load_spec(parsed, layer, layer_table)
+    if layer_table is not None:
+        unused = sorted(set(layer_table) - set(out))
+        if unused:
+            raise ConfigError(
+                f"the layer table names vectors that were not given: {unused}; given: {list(out)}"
+            )
     return out
+
+
+def load_bases(
+    specs: Sequence[str], names: Sequence[str], extra: Mapping[str, Path] | None = None
+) -> dict[str, np.ndarray]:
+    """Base-model direction stacks per vector name, from ``FILE`` (every vector) or ``NAME=FILE``
+    specs, plus ``extra`` (name -> file, from a vectors list). Unknown names raise ConfigError."""
+    out: dict[str, np.ndarray] = {}
+    for raw in specs:
+        if "=" in raw and not Path(raw).exists():
+            name, _, file = raw.partition("=")
+            if name not in names:
+                raise ConfigError(
+                    f"--base names unknown vector {name!r}; known: {', '.join(names)}"
+                )
+            out[name] = read_stack(file)[0]
+        else:
+            stack = read_stack(raw)[0]
+            for n in names:
+                out.setdefault(n, stack)
+    for name, file in (extra or {}).items():
+        out[name] = read_stack(file)[0]
+    return out
+
+
+@dataclass
+class Groupings:
+    """What a clusters file says: disjoint ``clusters`` (vector families compared by the tests),
+    ``groups`` (lab or training procedure, for the base-similarity figure) and ``triplets``
+    (named sets of three for the own-mean residual test and per-triplet SVD)."""
+
+    clusters: dict[str, list[str]] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    triplets: list[list[str]] = field(default_factory=list)
+
+
+def _name_lists(data: Any, path: Path, what: str) -> dict[str, list[str]]:
+    if not isinstance(data, Mapping) or not data:
+        raise DataError(f"{path}: {what} must be a mapping of name -> list of vector names")
+    out: dict[str, list[str]] = {}
+    for name, members in data.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise DataError(f"{path}: {what[:-1]} {name!r} must be a list of vector names")
+        out[str(name)] = members
+    return out
+
+
+def load_groupings(path: str | Path) -> Groupings:
+    """Read a clusters file (YAML or JSON).
+
+    Either a plain mapping cluster name -> list of vector names, or a mapping with any of the keys
+    ``clusters`` (that mapping), ``groups`` (group name -> vector names) and ``triplets`` (a list
+    of three-name lists).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such clusters file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML/JSON ({exc})") from exc
+    if not isinstance(data, Mapping) or not data:
+        raise DataError(f"{path}: expected a mapping of cluster name -> list of vector names")
+    sections = {"clusters", "groups", "triplets"}
+    structured = set(data) <= sections and any(
+        not isinstance(v, list) or (v and not isinstance(v[0], str)) for v in data.values()
+    )
+    if not structured:
+        return Groupings(clusters=_name_lists(data, path, "clusters"))
+    g = Groupings()
+    if "clusters" in data:
+        g.clusters = _name_lists(data["clusters"], path, "clusters")
+    if "groups" in data:
+        g.groups = _name_lists(data["groups"], path, "groups")
+    for k, t in enumerate(data.get("triplets") or []):
+        if not isinstance(t, list) or len(t) != 3 or not all(isinstance(m, str) for m in t):
+            raise DataError(
+                f"{path}: triplet {k + 1} must be a list of three vector names, got {t!r}"
+            )
+        g.triplets.append(list(t))
+    return g
+
+
+def load_clusters(path: str | Path) -> dict[str, list[str]]:
+    """The clusters of a clusters file (see :func:`load_groupings`)."""
+    return load_groupings(path).clusters
 
 
 def validate_vectors(vectors: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
@@ -184,32 +404,6 @@ def validate_vectors(vectors: Mapping[str, np.ndarray]) -> tuple[list[str], np.n
             raise DataError(f"vector {name!r} is all zeros and has no direction")
         rows.append(arr)
     return names, np.vstack(rows)
-
-
-def unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows of ``X`` scaled to unit length (rows must be non-zero; see validate_vectors)."""
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
-
-
-def load_clusters(path: str | Path) -> dict[str, list[str]]:
-    """Read a clusters file: YAML or JSON mapping cluster name -> list of vector names."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such clusters file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML/JSON ({exc})") from exc
-    if not isinstance(data, dict) or not data:
-        raise DataError(f"{path}: expected a mapping of cluster name -> list of vector names")
-    out: dict[str, list[str]] = {}
-    for name, members in data.items():
-        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise DataError(f"{path}: cluster {name!r} must be a list of vector names")
-        out[str(name)] = members
-    return out
 
 
 def _pick_sample_layer(arr: np.ndarray, layer: int | None, source: str) -> np.ndarray:
