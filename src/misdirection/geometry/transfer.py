@@ -24,28 +24,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
 from misdirection.errors import DataError
+from misdirection.intervals import wilson
 from misdirection.metrics import Thresholds, em_mask
 
 BASELINE_LABELS = {"", "none", "baseline", "base"}
 DEFAULT_RESAMPLES = 2000
-
-
-def _wilson(count: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of count / n (NaN, NaN for n = 0)."""
-    # TODO: misdirection.intervals.wilson
-    if n <= 0:
-        return math.nan, math.nan
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = count / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def read_results(table: pd.DataFrame | str | Path) -> pd.DataFrame:
@@ -112,7 +100,7 @@ def em_rates(
             "results table needs per-answer 'aligned' and 'coherent' columns or an 'em_rate' column"
         )
     ci = [
-        _wilson(int(k), int(n), confidence) if np.isfinite(n) and np.isfinite(k) else (np.nan,) * 2
+        wilson(int(k), int(n), confidence) if np.isfinite(n) and np.isfinite(k) else (np.nan,) * 2
         for k, n in zip(out["k"], out["n"])
     ]
     out["ci_low"] = [c[0] for c in ci]
@@ -158,7 +146,7 @@ def dose_response(
                 notes.append(f"dose-response {s}->{t}: no rows at scale {sc:g} (point missing)")
             xs = sorted(pts)
             ci = [
-                _wilson(int(pts[x]["k"]), int(pts[x]["n"]), confidence)
+                wilson(int(pts[x]["k"]), int(pts[x]["n"]), confidence)
                 if np.isfinite(pts[x]["n"])
                 else (math.nan, math.nan)
                 for x in xs

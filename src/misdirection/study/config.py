@@ -88,6 +88,10 @@ class ExtractSpec(BaseModel):
 
     model_config = _STRICT
     organisms: list[str] = Field(default_factory=list)
+    base: bool = Field(
+        False,
+        description="Also extract the base model's own direction (for the geometry's Figure 3).",
+    )
     min_per_set: int = Field(5, ge=1, description="Refuse a direction with fewer answers in a set.")
     warn_below: int = Field(
         20, ge=1, description="Warn (in the report) when a set has fewer answers than this."
@@ -149,6 +153,13 @@ class GeometrySpec(BaseModel):
     model_config = _STRICT
     layer: int | None = None
     null_draws: int = Field(200, ge=0)
+    groups: dict[str, list[str]] | None = Field(
+        None,
+        description=(
+            "Group label -> organisms, for the similarity to the base direction (Figure 3); "
+            "default: organisms grouped by training recipe."
+        ),
+    )
 
 
 class StudyConfig(BaseModel):

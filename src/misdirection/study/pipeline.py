@@ -57,6 +57,7 @@ class StudyState:
 
     training: list[dict[str, Any]] = field(default_factory=list)
     directions: dict[str, Direction] = field(default_factory=dict)
+    base_direction: Direction | None = None
     effects: list[Effect] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -204,15 +205,17 @@ class StudyRunner:
             self.state.training.append(stage.result())
             self.engine.add_adapter(org.name, str(out), stage.key)
 
-    def extract(self, organism: str) -> None:
+    def extract(self, organism: str | None) -> None:
+        """The mean-diff direction of an organism's answers (``None``: of the base model's)."""
         from misdirection.directions import DirectionSet, SetThresholds, extract_directions
         from misdirection.reliability import DirectionSamples
 
         spec = self.config.extract
         assert spec is not None
-        judged = self.condition(organism)
+        name = organism or "base"
+        judged = self.condition(name)
         stage = self.store.stage(
-            f"extract/{organism}",
+            f"extract/{name}",
             {"judged": judged.key, "settings": spec.model_dump(), "seed": self.config.seed},
         )
         path = stage.dir / "directions.safetensors"
@@ -224,7 +227,7 @@ class StudyRunner:
                 misaligned_below=spec.misaligned_below,
                 coherent_above=spec.coherent_above,
             )
-            self.log(f"extracting the mean-diff direction of {organism}")
+            self.log(f"extracting the mean-diff direction of {name}")
             try:
                 with self.engine.model_for(organism) as lm, warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # small sets are reported in the results
@@ -247,15 +250,15 @@ class StudyRunner:
                 stage.finish({"error": str(exc)})
         result = stage.result()
         if "error" in result:
-            self.state.notes.append(f"No direction for {organism}: {result['error']}")
-            self.log(f"[yellow]no direction for {organism}[/]: {result['error']}")
+            self.state.notes.append(f"No direction for {name}: {result['error']}")
+            self.log(f"[yellow]no direction for {name}[/]: {result['error']}")
             return
         ds = DirectionSet.load(path)
         samples = DirectionSamples.load(samples_path(path))
         n_mis, n_al = int(samples.misaligned.shape[0]), int(samples.aligned.shape[0])
         small = min(n_mis, n_al) < spec.warn_below
         summary = {
-            "organism": organism,
+            "organism": name,
             "path": str(path.relative_to(self.store.root)),
             "n_misaligned": n_mis,
             "n_aligned": n_al,
@@ -268,7 +271,11 @@ class StudyRunner:
                 else None
             ),
         }
-        self.state.directions[organism] = Direction(ds, stage.key, samples, summary)
+        direction = Direction(ds, stage.key, samples, summary)
+        if organism is None:
+            self.state.base_direction = direction
+        else:
+            self.state.directions[organism] = direction
 
     # ------------------------------------------------------------------ analyses
     def run_steering(self) -> None:
@@ -485,10 +492,14 @@ class StudyRunner:
             if spec.layer is not None
             else next(iter(self.state.directions.values())).directions.n_layers // 2
         )
+        base = self.state.base_direction
+        groups = spec.groups or self._recipe_groups()
         stage = self.store.stage(
             "geometry",
             {
                 "directions": {k: d.key for k, d in sorted(self.state.directions.items())},
+                "base": None if base is None else base.key,
+                "groups": groups,
                 "layer": layer,
                 "null_draws": spec.null_draws,
                 "seed": self.config.seed,
@@ -496,12 +507,30 @@ class StudyRunner:
         )
         if not stage.done:
             stage.start()
-            vectors = {
-                name: d.directions.layer(layer).numpy() for name, d in self.state.directions.items()
-            }
+            directions = self.state.directions
+            vectors = {name: d.directions.layer(layer).numpy() for name, d in directions.items()}
             self.log(f"geometry of {len(vectors)} directions at layer {layer}")
-            run_suite(vectors, out_dir=stage.dir, n_null=spec.null_draws, seed=self.config.seed)
-            figures = sorted(str(p.relative_to(self.store.root)) for p in stage.dir.glob("*.png"))
+            run_suite(
+                vectors,
+                out_dir=stage.dir,
+                n_null=spec.null_draws,
+                seed=self.config.seed,
+                layers={name: layer for name in vectors},
+                layer_stacks={
+                    name: d.directions.directions.numpy() for name, d in directions.items()
+                },
+                # Figure 3: each direction against the base model's own, grouped by procedure.
+                base_vectors=(
+                    None
+                    if base is None
+                    else {name: base.directions.directions.numpy() for name in vectors}
+                ),
+                groups=groups if base is not None else None,
+                thresholds=self.thresholds,
+            )
+            figures = sorted(
+                str(p.relative_to(self.store.root)) for p in stage.dir.glob("**/*.png")
+            )
             summary_md = stage.dir / "summary.md"
             stage.finish(
                 {
@@ -510,7 +539,21 @@ class StudyRunner:
                     "summary_markdown": summary_md.read_text() if summary_md.is_file() else "",
                 }
             )
+        if base is None:
+            self.state.notes.append(
+                "Geometry: no base-model direction (extract.base), so no similarity to the base "
+                "direction (Figure 3)."
+            )
         return stage.result()
+
+    def _recipe_groups(self) -> dict[str, list[str]]:
+        """Organisms with a direction, grouped by how they were made (recipe or 'given adapter')."""
+        groups: dict[str, list[str]] = {}
+        for org in self.config.organisms:
+            if org.name in self.state.directions:
+                label = org.train.recipe if org.train else "given adapter"
+                groups.setdefault(label, []).append(org.name)
+        return groups
 
     # ------------------------------------------------------------------ whole run
     def run(self) -> Path:
@@ -528,6 +571,8 @@ class StudyRunner:
         for org in config.organisms:
             self.engine.run(org.name, "organism", organism=org.name)
         if config.extract:
+            if config.extract.base:
+                self.extract(None)
             for name in config.extract.organisms:
                 self.extract(name)
         self.run_steering()
@@ -560,7 +605,11 @@ class StudyRunner:
             training=self.state.training,
             conditions=conditions,
             effects=self.state.effects,
-            directions=[d.summary for d in self.state.directions.values()],
+            directions=[
+                d.summary
+                for d in [self.state.base_direction, *self.state.directions.values()]
+                if d is not None
+            ],
             cosine=cosine,
             lora=lora_result,
             geometry=geometry,
