@@ -29,9 +29,10 @@ from misdirection.geometry.residual import residual_analysis
 from misdirection.geometry.similarity import angle_matrix, similarity_summary
 from misdirection.geometry.statistics import scalar_statistics
 from misdirection.geometry.subspace import pca, reference_projection, spectrum
-from misdirection.geometry.transfer import _wilson, em_rates, transfer_analysis
+from misdirection.geometry.transfer import em_rates, transfer_analysis
 from misdirection.geometry.triangles import triangle_error_stats, triangle_errors
 from misdirection.geometry.vectors import load_clusters, load_samples, load_vectors
+from misdirection.intervals import wilson
 
 TOL = 1e-6
 
@@ -401,9 +402,9 @@ def test_em_rates_from_judged_answers_and_wilson():
     # a null score counts as not EM and is counted in n_unscored.
     assert r["em_rate"].iloc[0] == pytest.approx(3 / 10)
     assert r["n"].iloc[0] == 10 and r["n_unscored"].iloc[0] == 1
-    lo, hi = _wilson(5, 10)
+    lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.2365931, abs=1e-6) and hi == pytest.approx(0.7634069, abs=1e-6)
-    lo, hi = _wilson(0, 44)
+    lo, hi = wilson(0, 44)
     assert lo == 0.0 and hi == pytest.approx(0.0803, abs=1e-4)
 
 

@@ -263,3 +263,58 @@ def test_clear_errors_for_wrong_width_and_layers():
     with pytest.raises(ConfigError, match="source_layer"):
         Ablate(_directions(lm), "all", "single")
     assert _n_hooks(lm) == 0
+
+
+def test_from_spec_rebuilds_every_intervention_kind(tmp_path):
+    """Every intervention the package has comes back from its spec() with the same spec."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from misdirection.contrastive import AdapterOff
+    from misdirection.controls import random_controls
+    from misdirection.lora import AdapterScaling, BVectorAblation
+
+    lm = _tiny("llama")
+    ds = _directions(lm)
+    ds.save(tmp_path / "d.safetensors")
+    on_file = DirectionSet.load(tmp_path / "d.safetensors")
+    acts = torch.randn(12, ds.n_layers, ds.d_model)
+    (matched,) = random_controls(on_file, 1, 3, kind="variance-matched", activations=acts)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        copy.deepcopy(lm.model),
+        LoraConfig(r=1, lora_alpha=8, target_modules=["down_proj"], init_lora_weights=False),
+    )
+    interventions = [
+        Steer(on_file, [1], 2.0),
+        Ablate(on_file, "all"),
+        Ablate(matched, "all"),
+        OrthogonalizeWeights(on_file, 2, source_layer=1),
+        Compose([Steer(on_file, 0, 1.0), Ablate(on_file, "all", "single", 2)]),
+        AdapterScaling.from_strings(["all=0.5"]),
+        BVectorAblation(on_file),
+        AdapterOff(),
+    ]
+    kinds = set()
+    for iv in interventions:
+        spec = json.loads(json.dumps(iv.spec()))
+        rebuilt = from_spec(spec)
+        assert type(rebuilt) is type(iv) and rebuilt.spec() == iv.spec(), spec["kind"]
+        kinds.add(spec["kind"])
+        target = (
+            peft_model
+            if spec["kind"] in ("scale-adapters", "ablate-b", "adapter-off")
+            else lm.model
+        )
+        with rebuilt.apply(target):
+            pass
+    assert kinds == {
+        "steer",
+        "ablate",
+        "orthogonalize",
+        "compose",
+        "scale-adapters",
+        "ablate-b",
+        "adapter-off",
+    }
