@@ -27,6 +27,13 @@ from misdirection.directions import (
 )
 from misdirection.errors import ConfigError, DataError, ShapeError
 from misdirection.models import LAYER_CONVENTION
+from misdirection.reliability import (
+    DirectionSamples,
+    bootstrap_cosine,
+    ceiling,
+    samples_path,
+    split_half,
+)
 
 SCORES = pd.DataFrame(
     {
@@ -109,11 +116,22 @@ def test_extract_equals_hand_mean_diff(tmp_path):
     table = _judged_table()
     path = tmp_path / "answers.parquet"
     table.to_parquet(path)
-    ds = extract_directions(lm, table, min_per_set=4, source=path, batch_size=3)
+    with pytest.warns(UserWarning, match="from 4 misaligned and 4 aligned answers"):
+        ds, samples = extract_directions(
+            lm, table, min_per_set=4, source=path, batch_size=3, return_samples=True
+        )
     acts = capture_activations(lm, table, batch_size=1)
     mis, al = acts.values[[1, 3, 5, 7]], acts.values[[0, 2, 4, 6]]
     hand = mis.mean(0) - al.mean(0)
     torch.testing.assert_close(ds.directions, hand, rtol=1e-5, atol=1e-5)
+    # The samples are the activations the direction came from, and its reliability is theirs.
+    torch.testing.assert_close(samples.misaligned, mis, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(samples.aligned, al, rtol=1e-5, atol=1e-5)
+    assert samples.metadata["n_misaligned"] == 4
+    reliability = ds.metadata["split_half"]
+    assert len(reliability) == lm.view.n_layers
+    np.testing.assert_allclose(reliability, split_half(samples), rtol=1e-9)
+    assert all(-10 < r <= 1 for r in reliability)
     meta = ds.metadata
     assert meta["method"] == "mean-diff" and meta["positions"] == "answer"
     assert meta["n_aligned"] == 4 and meta["n_misaligned"] == 4
@@ -194,7 +212,12 @@ def test_extract_and_cosine_cli(tmp_path):
     ]
     result = runner.invoke(app, [*args, "--min-per-set", "4"])
     assert result.exit_code == 0, result.output
+    assert "split-half reliability" in result.output and "L0 " in result.output
+    assert "warning:" in result.output and "4 misaligned and 4 aligned" in result.output
     ds = DirectionSet.load(out)
+    samples = DirectionSamples.load(tmp_path / "d.samples.safetensors")
+    torch.testing.assert_close(samples.direction(), ds.directions, rtol=0, atol=1e-6)
+    assert len(ds.metadata["split_half"]) == ds.n_layers
     hand = extract_directions(lm, _judged_table(), min_per_set=4)
     torch.testing.assert_close(ds.directions, hand.directions, rtol=1e-5, atol=1e-5)
     assert ds.metadata["model"] == str(model_dir) and ds.metadata["source"] == str(answers)
@@ -208,7 +231,54 @@ def test_extract_and_cosine_cli(tmp_path):
         app, ["cosine", str(out), f"rand={tmp_path / 'r.safetensors'}", "--csv", str(csv)]
     )
     assert result.exit_code == 0, result.output
+    assert "rand: no samples file" in result.output and "no ceiling" in result.output
     table = pd.read_csv(csv, index_col=0)
     np.testing.assert_allclose(
         table["d ~ rand"].to_numpy(), cosine_per_layer(ds, random_control(ds, 0)), atol=1e-12
     )
+    assert "d ~ rand ceiling" not in table.columns
+
+
+def _planted_samples(seed: int, axis: int, n: int = 12) -> DirectionSamples:
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((3, 32))
+    truth[:, axis] = [0.5, 2.0, 4.0]  # reliability grows with the layer
+    mis = truth / 2 + rng.standard_normal((n, 3, 32))
+    al = -truth / 2 + rng.standard_normal((n, 3, 32))
+    return DirectionSamples(torch.tensor(mis), torch.tensor(al))
+
+
+def test_cosine_cli_shows_intervals_beside_ceilings(tmp_path):
+    from typer.testing import CliRunner
+
+    from misdirection.cli import app
+    from misdirection.errors import DataError
+
+    paths = []
+    for name, seed, axis in [("a", 0, 0), ("b", 1, 0), ("c", 2, 1)]:
+        s = _planted_samples(seed, axis)
+        path = DirectionSet(s.direction(), {"method": "mean-diff"}).save(
+            tmp_path / f"{name}.safetensors"
+        )
+        s.save(samples_path(path))
+        paths.append(str(path))
+    csv = tmp_path / "cos.csv"
+    result = CliRunner().invoke(app, ["cosine", *paths, "--csv", str(csv), "--n-boot", "100"])
+    assert result.exit_code == 0, result.output
+    assert "ceiling" in result.output and "no samples file" not in result.output
+    table = pd.read_csv(csv, index_col=0)
+    a, b = (DirectionSamples.load(samples_path(p)) for p in paths[:2])
+    value, low, high = bootstrap_cosine(a, b, 100, 0)
+    np.testing.assert_allclose(table["a ~ b"], value, atol=1e-6)
+    np.testing.assert_allclose(table["a ~ b low"], low, atol=1e-9)
+    np.testing.assert_allclose(table["a ~ b high"], high, atol=1e-9)
+    np.testing.assert_allclose(
+        table["a ~ b ceiling"], ceiling(split_half(a), split_half(b)), atol=1e-9
+    )
+    # Same truth at the reliable layer: the ceiling lies in the interval; orthogonal truths: below.
+    assert table["a ~ b low"][2] <= table["a ~ b ceiling"][2] <= table["a ~ b high"][2]
+    assert table["a ~ c high"][2] < table["a ~ c ceiling"][2]
+    # A samples file that is not the direction file's is refused.
+    _planted_samples(5, 0).save(samples_path(paths[0]))
+    stale = CliRunner().invoke(app, ["cosine", *paths[:2]])
+    assert isinstance(stale.exception, DataError) and "does not belong" in str(stale.exception)

@@ -24,10 +24,11 @@ import json
 import math
 import operator
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ import torch
 
 from misdirection.errors import ConfigError, DataError, ShapeError, check_layer
 from misdirection.models import LAYER_CONVENTION
+
+if TYPE_CHECKING:
+    from misdirection.reliability import DirectionSamples
 
 DIRECTIONS_FORMAT = "misdirection.directions/1"
 # Plain-string metadata keys; every other key is JSON-encoded.
@@ -375,6 +379,7 @@ def mean_diff(misaligned: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
     return (misaligned.double().mean(0) - aligned.double().mean(0)).float()
 
 
+@overload
 def extract_directions(
     lm: Any,
     table: pd.DataFrame,
@@ -384,29 +389,88 @@ def extract_directions(
     topics: TopicFilters | None = None,
     balance: bool = False,
     min_per_set: int = 10,
+    warn_below: int = 20,
     seed: int = 0,
     batch_size: int = 8,
     max_tokens: int | None = None,
     source: str | Path | None = None,
     progress: bool = False,
-) -> DirectionSet:
+    return_samples: Literal[False] = False,
+) -> DirectionSet: ...
+
+
+@overload
+def extract_directions(
+    lm: Any,
+    table: pd.DataFrame,
+    *,
+    positions: str = "answer",
+    thresholds: SetThresholds = SetThresholds(),
+    topics: TopicFilters | None = None,
+    balance: bool = False,
+    min_per_set: int = 10,
+    warn_below: int = 20,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    source: str | Path | None = None,
+    progress: bool = False,
+    return_samples: Literal[True],
+) -> tuple[DirectionSet, DirectionSamples]: ...
+
+
+def extract_directions(
+    lm: Any,
+    table: pd.DataFrame,
+    *,
+    positions: str = "answer",
+    thresholds: SetThresholds = SetThresholds(),
+    topics: TopicFilters | None = None,
+    balance: bool = False,
+    min_per_set: int = 10,
+    warn_below: int = 20,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    source: str | Path | None = None,
+    progress: bool = False,
+    return_samples: bool = False,
+) -> DirectionSet | tuple[DirectionSet, DirectionSamples]:
     """Mean-diff directions of one model from its judged answers table.
 
     Only the selected rows are run through the model. ``source`` (the table's file) is hashed into
-    the metadata; without it the hash covers the selected rows' text.
+    the metadata; without it the hash covers the selected rows' text. Sets smaller than
+    ``min_per_set`` are refused, sets smaller than ``warn_below`` draw a warning with the counts.
+    The metadata records the set sizes and the split-half reliability of every layer
+    (:func:`misdirection.reliability.split_half`; ``None`` with fewer than 2 answers in a set).
+    ``return_samples=True`` also returns the per-answer activations of both sets.
     """
     from misdirection.activations import capture_activations, table_columns
+    from misdirection.reliability import DirectionSamples, split_half
 
     where = str(source) if source is not None else "answers table"
     sel = select_sets(table, thresholds, topics, balance=balance, seed=seed)
     check_set_sizes(sel, max(1, min_per_set), thresholds, topics, where)
+    if min(len(sel.misaligned), len(sel.aligned)) < warn_below:
+        warnings.warn(
+            f"{where}: a mean-diff direction from {len(sel.misaligned)} misaligned and "
+            f"{len(sel.aligned)} aligned answers (fewer than {warn_below} in a set) may be mostly "
+            f"noise; its split-half reliability (metadata 'split_half') says how much",
+            stacklevel=2,
+        )
     rows = np.concatenate([sel.misaligned, sel.aligned])
     subset = table.iloc[rows].reset_index(drop=True)
     acts = capture_activations(
         lm, subset, positions, batch_size=batch_size, max_tokens=max_tokens, progress=progress
     )
     n_mis = len(sel.misaligned)
-    directions = mean_diff(acts.values[:n_mis], acts.values[n_mis:])
+    samples = DirectionSamples(acts.values[:n_mis], acts.values[n_mis:])
+    directions = samples.direction()
+    reliability = (
+        [None if math.isnan(r) else float(r) for r in split_half(samples, seed=seed)]
+        if min(len(sel.misaligned), len(sel.aligned)) >= 2
+        else None
+    )
     if source is not None:
         table_hash = file_sha256(source)
     else:
@@ -434,8 +498,15 @@ def extract_directions(
         "source_sha256": table_hash,
         "aligned_ids": [acts.answer_ids[i] for i in range(n_mis, len(rows))],
         "misaligned_ids": acts.answer_ids[:n_mis],
+        "split_half": reliability,
     }
-    return DirectionSet(directions, meta)
+    ds = DirectionSet(directions, meta)
+    if return_samples:
+        samples.metadata.update(
+            {k: meta[k] for k in ("model", "adapter", "positions", "n_misaligned", "n_aligned")}
+        )
+        return ds, samples
+    return ds
 
 
 # ----------------------------------------------------------------------------------------------

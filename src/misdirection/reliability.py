@@ -55,7 +55,7 @@ __all__ = [
 def samples_path(direction_file: str | Path) -> Path:
     """Where the samples of a direction file live: ``<stem>.samples.safetensors`` beside it."""
     p = Path(direction_file)
-    return p.with_name(f"{p.name.split('.')[0]}.samples.safetensors")
+    return p.with_name(f"{p.stem}.samples.safetensors")
 
 
 @dataclass

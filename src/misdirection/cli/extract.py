@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
         min_per_set: int = typer.Option(
             10, "--min-per-set", help="Refuse sets with fewer answers than this."
         ),
+        warn_below: int = typer.Option(
+            20, "--warn-below", help="Warn when a set has fewer answers than this."
+        ),
         balance: bool = typer.Option(
             False, "--balance", help="Subsample the larger set to the smaller's size (seeded)."
         ),
@@ -100,6 +103,8 @@ def register(app: typer.Typer) -> None:
         direction per layer = mean(misaligned) - mean(aligned) of the answers' mean residuals
         (layer i = output of decoder block i, 0-based). With --contrast POS NEG: mean over prompt set
         POS minus NEG instead; with --model-diff: the model with --adapter minus its base on --prompts.
+        From ANSWERS, the per-answer activations of both sets are written beside the direction file
+        (<stem>.samples.safetensors), and the set sizes and split-half reliability are printed.
         """
         from misdirection.activations import POSITIONS
         from misdirection.errors import ConfigError
@@ -134,6 +139,7 @@ def register(app: typer.Typer) -> None:
                 topic,
                 (aligned_above, misaligned_below, coherent_above),
                 min_per_set,
+                warn_below,
                 balance,
                 seed,
             )  # reads and checks the table before the (slower) model load
@@ -141,7 +147,7 @@ def register(app: typer.Typer) -> None:
 
         lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         ds = source.extract(lm, positions=positions, batch_size=batch_size, max_tokens=max_tokens)
-        _write(ds, out)
+        _write(ds, out, getattr(source, "samples", None))
 
 
 class _AnswersSource:
@@ -153,6 +159,7 @@ class _AnswersSource:
         topic: list[str],
         thresholds: tuple[float, float, float],
         min_per_set: int,
+        warn_below: int,
         balance: bool,
         seed: int,
     ) -> None:
@@ -168,31 +175,48 @@ class _AnswersSource:
         self.table = read_table(path)
         self.topics = dict(parse_topic_filter(t) for t in topic)
         self.thresholds = SetThresholds(*thresholds)
-        self.options = {"min_per_set": min_per_set, "balance": balance, "seed": seed}
+        self.options = {
+            "min_per_set": min_per_set,
+            "warn_below": warn_below,
+            "balance": balance,
+            "seed": seed,
+        }
+        self.samples: Any = None  # the per-answer activations, once extracted
         sel = select_sets(self.table, self.thresholds, self.topics, balance=balance, seed=seed)
         check_set_sizes(sel, max(1, min_per_set), self.thresholds, self.topics, str(path))
 
     def extract(self, lm: Any, **kw: Any) -> Any:
+        import warnings
+
         from misdirection.directions import extract_directions
 
-        return extract_directions(
-            lm,
-            self.table,
-            thresholds=self.thresholds,
-            topics=self.topics,
-            source=self.path,
-            progress=True,
-            **self.options,
-            **kw,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            ds, self.samples = extract_directions(
+                lm,
+                self.table,
+                thresholds=self.thresholds,
+                topics=self.topics,
+                source=self.path,
+                progress=True,
+                return_samples=True,
+                **self.options,
+                **kw,
+            )
+        for w in caught:  # a user reads a sentence, not a warnings-module traceback line
+            typer.echo(f"warning: {w.message}")
+        return ds
 
 
-def _write(ds: Any, out: Path) -> None:
-    """Save the direction file and print a short summary."""
+def _write(ds: Any, out: Path, samples: Any = None) -> None:
+    """Save the direction file (and its samples file) and print a short summary."""
     from rich.console import Console
     from rich.table import Table
 
+    from misdirection.reliability import samples_path
+
     path = ds.save(out)
+    samples_file = samples.save(samples_path(path)) if samples is not None else None
     meta = ds.metadata
     table = Table(title=f"{meta.get('method', 'direction')} direction -> {path}")
     table.add_column("property")
@@ -222,4 +246,19 @@ def _write(ds: Any, out: Path) -> None:
         "norm (min / max at layer)",
         f"{float(norms.min()):.3g} / {float(norms.max()):.3g} at {peak}",
     )
+    if "split_half" in meta:
+        table.add_row("split-half reliability", _reliability_text(meta["split_half"]))
+    if samples_file is not None:
+        table.add_row("samples", str(samples_file))
     Console().print(table)
+
+
+def _reliability_text(reliability: list[float | None] | None, shown: int = 5) -> str:
+    """``L0 0.12, L7 0.45, ...`` at up to ``shown`` evenly spaced layers (the last included)."""
+    if not reliability:
+        return "n/a (fewer than 2 answers in a set)"
+    n = len(reliability)
+    layers = sorted({round(i * (n - 1) / max(1, shown - 1)) for i in range(min(shown, n))})
+    return ", ".join(
+        f"L{i} {'n/a' if reliability[i] is None else format(reliability[i], '.2f')}" for i in layers
+    )
