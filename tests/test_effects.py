@@ -14,7 +14,9 @@ def share(count: int, n: int) -> Share:
     return Share(count=count, n=n, value=count / n if n else None, low=low, high=high)
 
 
-def cond(name: str, em: int, coherent: int, n: int = 100, kind: str = "organism") -> ConditionResult:
+def cond(
+    name: str, em: int, coherent: int, n: int = 100, kind: str = "organism"
+) -> ConditionResult:
     return ConditionResult(
         name=name,
         kind=kind,  # type: ignore[arg-type]

@@ -197,15 +197,9 @@ def evaluate(
 # Interventions and their random controls
 
 
-def samples_path(direction_path: str | Path) -> Path:
-    """Where the per-answer activations of a direction file live (written by extraction)."""
-    p = Path(direction_path)
-    return p.with_name(f"{p.stem}.samples.safetensors")
-
-
 def control_activations(directions: Any) -> Any:
     """The activations a variance-matched control is matched on: the direction's own answers."""
-    from misdirection.reliability import DirectionSamples
+    from misdirection.reliability import DirectionSamples, samples_path
 
     path = getattr(directions, "path", None)
     if path is None or not samples_path(path).is_file():

@@ -149,7 +149,8 @@ def judging(
 def control_kind_for(kind: str, intervention: Any) -> str:
     """Resolve ``auto``: variance-matched for an ablation whose direction has a samples file."""
     from misdirection.errors import ConfigError
-    from misdirection.evaluate import _direction_part, samples_path
+    from misdirection.evaluate import _direction_part
+    from misdirection.reliability import samples_path
 
     if kind not in ("auto", "isotropic", "variance-matched"):
         raise ConfigError(

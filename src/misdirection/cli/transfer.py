@@ -115,8 +115,9 @@ def register(app: typer.Typer) -> None:
 
         from misdirection.data.questions import load_questions
         from misdirection.directions import DirectionSet
-        from misdirection.evaluate import parse_layers, samples_path, transfer
+        from misdirection.evaluate import parse_layers, transfer
         from misdirection.models import load_model
+        from misdirection.reliability import samples_path
         from misdirection.results import effects_rich_table
 
         backend, judged = judging(
