@@ -180,6 +180,12 @@ class DirectionSet:
             }
             if identity.get("kind", "isotropic") == "isotropic":
                 return {"random_control": identity}
+            if self.path is not None:  # saved (the engine keeps them in its store): point at it
+                return {
+                    "random_control": identity,
+                    "path": str(Path(self.path).resolve()),
+                    "sha256": self.sha256(),
+                }
             return {
                 "random_control": identity,
                 "inline": self.directions.tolist(),
@@ -221,6 +227,13 @@ def resolve_reference(ref: Mapping[str, Any]) -> DirectionSet:
         kind = rc.get("kind", "isotropic")
         if kind == "isotropic":
             return random_control(resolve_reference(rc["reference"]), seed=int(rc["seed"]))
+        if "path" in ref:
+            ds = DirectionSet.load(ref["path"])
+            if ref.get("sha256") and ds.sha256() != ref["sha256"]:
+                raise DataError(
+                    f"random-control file {ref['path']} has changed since the spec was recorded"
+                )
+            return ds
         if "inline" not in ref:
             raise ConfigError(
                 f"a {kind} random control cannot be rebuilt from its seed alone (it was matched on "

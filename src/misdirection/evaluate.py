@@ -221,6 +221,7 @@ def control_interventions(
     first_seed: int = 0,
     kind: ControlKind = "isotropic",
     activations: Any = None,
+    save_to: str | Path | None = None,
 ) -> list[Any]:
     """``k`` copies of a Steer / Ablate (or a Compose holding one) with random directions.
 
@@ -239,6 +240,11 @@ def control_interventions(
     if kind == "variance-matched" and activations is None:
         activations = control_activations(reference)
     sets = random_controls(reference, k, first_seed, kind=kind, activations=activations)
+    if save_to is not None and kind != "isotropic":
+        # A matched control cannot be rebuilt from its seed alone; keep its vectors in a file so
+        # specs (and results.json) point at it instead of carrying every vector inline.
+        for ds in sets:
+            ds.save(Path(save_to) / f"{ds.sha256()[:16]}.safetensors")
     return [with_directions(intervention, ds) for ds in sets]
 
 
@@ -269,6 +275,7 @@ def intervention_effect(
         first_seed=first_control_seed,
         kind=control_kind,
         activations=activations,
+        save_to=engine.store.root / "controls",
     )
     engine.check(intervention, organism)
     for c in control_list:
