@@ -120,9 +120,3 @@ def test_isotropic_controls_match_reference_norms():
     assert torch.equal(controls[1].directions, hand)
     with pytest.raises(ConfigError, match=">= 1"):
         random_controls(ref, 0)
-
-
-def test_old_import_path_still_works():
-    from misdirection.directions import random_controls as old
-
-    assert old is random_controls

@@ -166,10 +166,6 @@ def test_intervals_are_wilson_and_conservative_for_the_per_question_design(share
     assert big.em.high - big.em.low == pytest.approx((s.em.high - s.em.low) / 2, rel=0.05)
 
 
-def test_old_bootstrap_keywords_are_accepted_and_ignored() -> None:
-    assert summarize(tiny(), n_resamples=5, seed=3).to_dict() == summarize(tiny()).to_dict()
-
-
 def test_rendering_shows_counts_and_nulls() -> None:
     s = summarize(tiny(), label="organism")
     console = Console(record=True, width=160)

@@ -552,12 +552,3 @@ def cosine_table(sets: Mapping[str, DirectionSet]) -> pd.DataFrame:
     df = pd.DataFrame(cols)
     df.index.name = "layer"
     return df
-
-
-def __getattr__(name: str) -> Any:
-    # moved to misdirection.controls; re-exported until the engine lands
-    if name in ("random_control", "random_controls"):
-        from misdirection import controls
-
-        return getattr(controls, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -233,8 +233,6 @@ def summarize(
     confidence: float = 0.95,
     question_column: str | None = None,
     label: str = "",
-    n_resamples: int | None = None,
-    seed: int | None = None,
 ) -> Summary:
     """EM, coherent, misaligned-among-coherent, self-correction and topic shares with Wilson intervals.
 
@@ -242,11 +240,7 @@ def summarize(
     topic columns) or a reference judge-label table (``question_id`` too). The per-question breakdown
     groups by ``question_column`` or else ``question_id`` or else ``question``; ``topics`` defaults
     to the :data:`KNOWN_TOPICS` present. Deterministic: intervals are closed-form.
-
-    ``n_resamples`` and ``seed`` are accepted and ignored: they configured the bootstrap this
-    replaced, and the evaluation code still passes them until the evaluation engine lands.
     """
-    del n_resamples, seed  # ignored (see the docstring)
     if not 0 < confidence < 1:
         raise DataError(f"confidence must be in (0, 1), got {confidence}")
     aligned = _score_column(df, "aligned", required=True)
