@@ -12,12 +12,12 @@ import sys
 
 import typer
 
+from misdirection.cli._app import typer_app
 from misdirection.errors import MisdirectionError
 
-app = typer.Typer(
+app = typer_app(
     name="misdirection",
     help="Emergent-misalignment research toolkit: organisms, evaluation, directions, interventions.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )

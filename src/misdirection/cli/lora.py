@@ -51,9 +51,10 @@ def _print_probes(report: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(
-        help="Read rank-1 LoRA organisms: adapter scalars, probes, B vectors vs directions, training dynamics.",
-        no_args_is_help=True,
+    from misdirection.cli._app import typer_app
+
+    sub = typer_app(
+        help="Read rank-1 LoRA organisms: adapter scalars, probes, B vectors vs directions, training dynamics."
     )
     app.add_typer(sub, name="lora")
 

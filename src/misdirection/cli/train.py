@@ -130,8 +130,9 @@ def register(app: typer.Typer) -> None:
             f"[bold]{card['recipe']['name']}[/bold] on {card['base_model']}: layers {card['layers']}, "
             f"{card['steps']} steps, final loss {result.losses[-1]:.4f}, {card['wall_time_s']:.1f} s"
         )
-        if card.get("heldout", {}).get("loglik_after") is not None:
-            h = card["heldout"]
+        # The run card's "heldout" is null when the run was not asked to --eval.
+        h = card.get("heldout") or {}
+        if h.get("loglik_after") is not None:
             console.print(
                 f"held-out log-likelihood per assistant token: {h['loglik_before']:.4f} -> "
                 f"{h['loglik_after']:.4f} ({h['loglik_after'] - h['loglik_before']:+.4f})"
