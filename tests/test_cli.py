@@ -48,3 +48,10 @@ def test_help_of_every_verb_shows_whole_option_names(columns):
                 # The whole name, not a prefix of it: "--scale" must not match "--scale-adapters".
                 pattern = rf"(?<![\w-]){re.escape(name)}(?![\w-])"
                 assert re.search(pattern, result.output), (" ".join(path), columns, name)
+
+
+def test_version_prints_without_a_command():
+    from misdirection import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"misdirection {__version__}\n"

@@ -32,8 +32,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError, DataError
 from misdirection.hooks import block_output_hooks
+from misdirection.io import atomic_path
 from misdirection.models import LAYER_CONVENTION, LoadedModel, render_chat
 
 POSITIONS = ("answer", "prompt", "last")
@@ -95,7 +97,8 @@ class Activations:
             "answer_ids": json.dumps(self.answer_ids),
             "n_tokens": json.dumps(self.n_tokens),
         }
-        save_file({"activations": self.values.contiguous()}, str(path), metadata=meta)
+        with atomic_path(path) as tmp:  # a cache file that exists is a whole one
+            save_file({"activations": self.values.contiguous()}, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Activations:
@@ -248,7 +251,7 @@ def capture(
     n, n_layers, d = len(encoded), view.n_layers, view.d_model
     result = torch.zeros(len(positions), n, n_layers, d, dtype=torch.float32)
     device = lm.device
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(lm.tokenizer)
     order = sorted(range(n), key=lambda i: len(encoded[i].ids), reverse=True)
     spec = json.dumps(intervention.spec(), sort_keys=True) if intervention is not None else ""
 
@@ -268,12 +271,8 @@ def capture(
     with context, block_output_hooks(view.blocks, {i: make_hook(i) for i in range(n_layers)}):
         for idx in batches:
             batch = [encoded[i] for i in idx]
-            width = max(len(e.ids) for e in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, e in enumerate(batch):
-                ids[b, : len(e.ids)] = torch.tensor(e.ids)
-                mask[b, : len(e.ids)] = 1
+            ids, mask = right_pad([e.ids for e in batch], pad)
+            width = ids.shape[1]
             current["w"] = _position_weights(batch, positions, width).to(device)
             _forward(lm.model, ids.to(device), mask.to(device))
             stacked = torch.stack([a for a in acc], dim=2).cpu()  # type: ignore[misc]  # [B, P, L, d]

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from misdirection.errors import ModelNotFoundError, check_layer
+from misdirection.io import atomic_path
 
 LAYER_CONVENTION = (
     "layer i = output of decoder block i (0-based); hidden_states[i + 1] in HF terms, except that the "
@@ -123,19 +124,13 @@ def embedded_model_path(alias: str = DEFAULT_MODEL) -> Path:
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     model = plain
-    tmp = target.with_name(f".{alias}.{os.getpid()}.tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "misdirection_source.json").write_text(
-        json.dumps({"alias": alias, "gguf": str(gguf), "description": embedded.description})
-    )
-    if target.exists():  # another process finished first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
+    # replace_existing=False: when another process finished the conversion first, its copy stays.
+    with atomic_path(target, replace_existing=False) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "misdirection_source.json").write_text(
+            json.dumps({"alias": alias, "gguf": str(gguf), "description": embedded.description})
+        )
     return target
 
 

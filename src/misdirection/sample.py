@@ -32,7 +32,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from misdirection.batching import left_pad
+from misdirection.batching import pad_id as tokenizer_pad_id
 from misdirection.errors import ConfigError, DataError
+from misdirection.io import atomic_path
 
 #: Columns of the answers table, in order.
 COLUMNS: tuple[str, ...] = (
@@ -238,14 +241,7 @@ class _Decoder:
 
     def _prefill(self, new_rows: list[_Row]) -> tuple[Any, Any, Any]:
         """Run the new prompts, left-padded to one width; return (cache, mask, first tokens)."""
-        torch = self.torch
-        width = max(len(r.request.prompt_ids) for r in new_rows)
-        ids = torch.full((len(new_rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(new_rows), width), dtype=torch.long)
-        for i, r in enumerate(new_rows):
-            p = r.request.prompt_ids
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p) :] = 1
+        ids, mask = left_pad([r.request.prompt_ids for r in new_rows], self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp_(min=0)
         cache = self._new_cache()
@@ -579,10 +575,9 @@ def _decode_all(
 
     model = lm.model
     device = lm.device if hasattr(lm, "device") else next(model.parameters()).device
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     decoder = _make_decoder(
         model,
-        pad_id,
+        tokenizer_pad_id(lm.tokenizer),
         stop_token_ids(lm),
         temperature,
         device,
@@ -701,10 +696,8 @@ def write_answers(df: pd.DataFrame, out: str, csv: bool = False) -> list[str]:
     path = Path(out)
     if path.suffix.lower() != ".parquet":
         raise ConfigError(f"--out must end in .parquet, got {out}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)  # atomic: a crash never leaves half a table behind
+    with atomic_path(path) as tmp:  # a crash never leaves half a table behind
+        df.to_parquet(tmp, index=False)
     written = [str(path)]
     if csv:
         csv_path = path.with_suffix(".csv")

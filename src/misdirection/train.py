@@ -37,7 +37,10 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from misdirection.batching import pad_id as tokenizer_pad_id
+from misdirection.batching import right_pad
 from misdirection.errors import ConfigError, DataError
+from misdirection.io import atomic_path, atomic_write_json
 from misdirection.models import LoadedModel, ModelView, load_model, render_chat
 from misdirection.provenance import library_versions
 
@@ -313,15 +316,8 @@ class Batch:
 
 
 def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) -> Batch:
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    for r, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[r, :n] = torch.tensor(e.input_ids)
-        mask[r, :n] = 1
-        labels[r, :n] = torch.tensor(e.labels)
+    ids, mask = right_pad([e.input_ids for e in examples], pad_id)
+    labels, _ = right_pad([e.labels for e in examples], IGNORE_INDEX)
     return Batch(ids, mask, labels, list(indices))
 
 
@@ -438,7 +434,7 @@ def heldout_loglik(
         raise DataError("heldout_loglik needs at least one conversation")
     examples = encode_dataset(lm.tokenizer, rows, max_length)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = tokenizer_pad_id(lm.tokenizer)
     was_training = lm.model.training
     lm.model.eval()
     total, count = 0.0, 0
@@ -508,18 +504,15 @@ def _save_checkpoint(out_dir: Path, model: Any, state: dict[str, Any], keep: int
 
     root = out_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{state['step']}"
-    tmp = root / f".step-{state['step']}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save_pretrained(tmp)  # a loadable adapter, for inspecting a run mid-way
-    save_file(
-        {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
-        tmp / _WEIGHTS_FILE,
-    )
-    torch.save(state, tmp / _STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)  # atomic: a kill -9 leaves either the old or the new checkpoint
+    # Atomic: a kill -9 leaves either the old or the new checkpoint, never half of one.
+    with atomic_path(root / f"step-{state['step']}") as tmp:
+        tmp.mkdir()
+        model.save_pretrained(tmp)  # a loadable adapter, for inspecting a run mid-way
+        save_file(
+            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
+            tmp / _WEIGHTS_FILE,
+        )
+        torch.save(state, tmp / _STATE_FILE)
     for old in _checkpoint_steps(out_dir)[:-keep]:
         shutil.rmtree(root / f"step-{old}", ignore_errors=True)
 
@@ -681,7 +674,7 @@ def _train(
     if not plan:
         raise DataError(f"{data.name} gives no training steps")
     total_steps = len(plan)
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = tokenizer_pad_id(lm.tokenizer)
     device = lm.device
 
     eval_rows, eval_skipped = None, None
@@ -834,7 +827,7 @@ def _train(
             "command": " ".join(sys.argv) if sys.argv and "misdirection" in sys.argv[0] else "",
         }
     )
-    (out / RUN_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write_json(out / RUN_CARD, card)  # the run card marks the organism as finished
     return TrainResult(
         out_dir=out,
         run_card=card,

@@ -23,18 +23,26 @@ app = typer_app(
 )
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", is_eager=True
-    ),
-) -> None:
-    """Emergent-misalignment research toolkit: organisms, evaluation, directions, interventions."""
-    if version:
+def _print_version(value: bool) -> None:
+    # An eager option's callback runs while parsing, before click asks for a command.
+    if value:
         from misdirection import __version__
 
         typer.echo(f"misdirection {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
+    """Emergent-misalignment research toolkit: organisms, evaluation, directions, interventions."""
 
 
 def _register_all() -> None:

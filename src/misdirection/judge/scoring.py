@@ -13,7 +13,6 @@ written is ever dropped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from misdirection.errors import DataError, JudgeError
+from misdirection.io import atomic_path
 from misdirection.judge.base import FAILED_PREFIX, Judge, JudgeItem, Rubric, Score
 from misdirection.judge.rubrics import resolve_rubrics, rubrics_from_prompts
 
@@ -54,16 +54,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` to ``path`` atomically (Parquet or CSV by extension)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def score_columns(name: str, prefix: str = "") -> tuple[str, str, str, str]:

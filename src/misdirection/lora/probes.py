@@ -8,7 +8,6 @@ coefficients (:class:`ClassificationRule`); :func:`probe_adapters` runs both int
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from misdirection.errors import ConfigError, DataError
+from misdirection.io import atomic_write_json
 from misdirection.lora.encoding import answer_ids_of
 
 
@@ -424,7 +424,7 @@ class ProbeReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "probes.json", "roles": out / "adapter_roles.csv"}
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2, default=float))
+        atomic_write_json(paths["json"], self.to_dict())
         self.classification.to_csv(paths["roles"], index=False)
         return paths
 
