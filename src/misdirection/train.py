@@ -41,7 +41,7 @@ from misdirection.batching import pad_id as tokenizer_pad_id
 from misdirection.batching import right_pad
 from misdirection.errors import ConfigError, DataError
 from misdirection.io import atomic_path, atomic_write_json
-from misdirection.models import LoadedModel, ModelView, load_model, render_chat
+from misdirection.models import LoadedModel, ModelView, layout_of, load_model, render_chat
 from misdirection.provenance import library_versions
 
 IGNORE_INDEX = -100
@@ -358,18 +358,12 @@ def step_plan(lengths: Sequence[int], recipe: Recipe) -> list[list[list[int]]]:
 # --------------------------------------------------------------------------------------------------
 # Loss: output head only at target positions
 
-# Architectures whose logits are exactly ``lm_head(decoder(x))`` (optionally soft-capped).
-_HEAD_ONLY_TYPES = {
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-    "gemma3_text", "phi3", "olmo", "olmo2", "granite", "smollm3", "starcoder2",
-}  # fmt: skip
-
 
 def _split_head(model: Any) -> tuple[Any, Any, float | None] | None:
     """(decoder, output head, soft-cap) of a causal LM when logits are head(decoder), else None."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
-    if config is None or getattr(config, "model_type", None) not in _HEAD_ONLY_TYPES:
+    if config is None or not layout_of(base).logits_from_head:
         return None
     if getattr(config, "logit_scale", None) not in (None, 1.0):
         return None
