@@ -19,7 +19,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -550,10 +549,3 @@ def adapter_attached(
         )
     finally:
         base.model = peft_model.unload()
-
-
-def timed_load(spec: str = DEFAULT_MODEL) -> tuple[LoadedModel, float]:
-    """Load a model and return the seconds it took (used by ``misdirection models info``)."""
-    start = time.perf_counter()
-    lm = load_model(spec)
-    return lm, time.perf_counter() - start
