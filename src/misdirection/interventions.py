@@ -378,7 +378,7 @@ def _find_attr(module: nn.Module, attr: str) -> Any:
     return None
 
 
-def _linear_params(mod: nn.Module) -> list[tuple[str, nn.Module, str, int]]:
+def _linear_params(mod: Any) -> list[tuple[str, nn.Module, str, int]]:
     """Weight (output axis 0) and bias of a Linear, or of a peft LoRA layer's base and lora_B."""
     out: list[tuple[str, nn.Module, str, int]] = []
     if hasattr(mod, "base_layer") and hasattr(mod, "lora_B"):

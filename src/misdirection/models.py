@@ -225,12 +225,19 @@ class ModelView:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.base = _unwrap_peft(model)
+        # The unwrapped transformers model: Any, as its attributes vary by architecture.
+        self.base: Any = _unwrap_peft(model)
         self.layout = layout_of(self.base)
         self._block_path = self.layout.blocks
-        self.blocks: nn.ModuleList = self.base.get_submodule(self.layout.blocks)  # type: ignore[assignment]
+        blocks = _module_list(self.base, self.layout.blocks)
+        if blocks is None:  # layout_of found them; only a model edited since could lose them
+            raise ModelNotFoundError(
+                f"{type(self.base).__name__} has no blocks at {self.layout.blocks}"
+            )
+        self.blocks: nn.ModuleList = blocks
         config = getattr(self.base, "config", None)
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        get_text_config = getattr(config, "get_text_config", None)
+        text_config = get_text_config() if callable(get_text_config) else config
         self.config = text_config
         self.n_layers: int = len(self.blocks)
         self.d_model: int = int(
@@ -443,6 +450,7 @@ def load_model(
     dtype = dtype or _default_dtype(device)
     source, kwargs = _resolve_source(spec)
     is_hub = source == spec and not Path(spec).expanduser().exists()
+    model: Any  # a transformers causal LM; its type depends on the architecture
     try:
         if is_hub:
             try:  # Use the local HF cache when it has the files, without touching the network.
@@ -521,7 +529,7 @@ def attach_adapters(
             )
     # PEFT's own name for a lone adapter is "default"; keep it so peft_config["default"] works.
     names = ["default"] + [f"adapter{i}" for i in range(1, len(paths))]
-    peft_model = PeftModel.from_pretrained(model, str(paths[0]), adapter_name=names[0])
+    peft_model: Any = PeftModel.from_pretrained(model, str(paths[0]), adapter_name=names[0])
     for name, path in zip(names[1:], paths[1:]):
         peft_model.load_adapter(str(path), adapter_name=name)
     if len(names) > 1:
@@ -541,6 +549,7 @@ def adapter_attached(
     if not adapter:
         yield base
         return
+    peft_model: Any
     peft_model, spec = attach_adapters(base.model, adapter)
     peft_model.eval()
     try:

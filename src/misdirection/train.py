@@ -203,7 +203,7 @@ def apply_lora(
     layers, targets = target_module_names(view, recipe)
     config = LoraConfig(
         r=recipe.rank,
-        lora_alpha=recipe.alpha,
+        lora_alpha=recipe.alpha,  # type: ignore[arg-type]  # peft annotates int; any alpha > 0 works
         lora_dropout=recipe.dropout,
         target_modules=targets,
         use_rslora=recipe.use_rslora,
@@ -410,7 +410,7 @@ def _rows_of(dataset: Any, split: str) -> list[list[dict[str, str]]]:
     if isinstance(dataset, ChatDataset):
         return list(dataset.rows)
     if isinstance(dataset, (str, os.PathLike)):
-        return list(load_chat_dataset(dataset, split).rows)
+        return list(load_chat_dataset(os.fspath(dataset), split).rows)
     return [list(row) for row in dataset]
 
 
@@ -567,7 +567,7 @@ def _dataset(data: Any) -> Any:
     if isinstance(data, ChatDataset):
         return data
     if isinstance(data, (str, os.PathLike)):
-        return load_chat_dataset(data, "train")
+        return load_chat_dataset(os.fspath(data), "train")
     rows = [list(row) for row in data]
     for i, row in enumerate(rows):
         problem = check_messages(row)

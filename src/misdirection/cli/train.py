@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from misdirection.errors import ConfigError
@@ -109,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from misdirection.data.chat import load_chat_dataset
         from misdirection.train import get_recipe, train_organism
 
-        overrides = dict(
+        overrides: dict[str, Any] = dict(
             layers=_parse_layers(layers), rank=rank, alpha=alpha, lr=lr, epochs=epochs, max_steps=max_steps,
             batch_size=batch_size, grad_accum=grad_accum, seed=seed, max_length=max_length, dropout=dropout,
             checkpoint_every=checkpoint_every,

@@ -161,8 +161,11 @@ def judge_table(
     coherent). ``question_prompts`` maps a ``question_id`` to its own ``{rubric name: prompt}``
     (the ``judge_prompts`` of a question file), used instead of the general prompt for its rows.
     """
-    source = None if isinstance(table, pd.DataFrame) else Path(table)
-    df = table.copy() if source is None else read_table(source)
+    if isinstance(table, pd.DataFrame):
+        source, df = None, table.copy()
+    else:
+        source = Path(table)
+        df = read_table(source)
     target = Path(out) if out is not None else source
     where = f"answers table {source}" if source is not None else "answers table"
     answer_col = next((c for c in ANSWER_COLUMNS if c in df.columns), None)
