@@ -126,3 +126,15 @@ def test_missing_module_is_one_sentence():
         match=r"block 0 \(LlamaDecoderLayer, llama layout\) has no MLP down-projection",
     ):
         view.down_proj(0)
+
+
+def test_loaded_model_and_interventions_fit_the_core_protocols():
+    from misdirection.directions import DirectionSet
+    from misdirection.interventions import Ablate, Steer
+    from misdirection.protocols import Intervention, LanguageModel
+
+    lm = make_tiny_lm("llama")
+    assert isinstance(lm, LanguageModel) and not isinstance(object(), LanguageModel)
+    directions = DirectionSet(torch.ones(4, 64))
+    assert isinstance(Steer(directions, 1, 2.0), Intervention)
+    assert isinstance(Ablate(directions, "all"), Intervention)

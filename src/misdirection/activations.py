@@ -36,7 +36,8 @@ from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError, DataError
 from misdirection.hooks import block_output_hooks
 from misdirection.io import atomic_path
-from misdirection.models import LAYER_CONVENTION, LoadedModel, render_chat
+from misdirection.models import LAYER_CONVENTION, render_chat
+from misdirection.protocols import Intervention, LanguageModel
 
 POSITIONS = ("answer", "prompt", "last")
 ACTIVATIONS_FORMAT = "misdirection.activations/1"
@@ -164,7 +165,7 @@ def prompt_messages(question: str, system: str = "") -> list[dict[str, str]]:
     ]
 
 
-def encode(lm: LoadedModel, table: pd.DataFrame, max_tokens: int | None = None) -> list[Encoded]:
+def encode(lm: LanguageModel, table: pd.DataFrame, max_tokens: int | None = None) -> list[Encoded]:
     """Token ids of prompt + answer for every row; the answer span is exact by construction.
 
     ``max_tokens`` truncates the *answer* (never the prompt) to that many tokens.
@@ -218,12 +219,12 @@ def _check_positions(positions: Sequence[str]) -> list[str]:
 
 @torch.no_grad()
 def capture(
-    lm: LoadedModel,
+    lm: LanguageModel,
     table: pd.DataFrame,
     positions: str | Sequence[str] = ("answer",),
     *,
     batch_size: int = 8,
-    intervention: Any = None,
+    intervention: Intervention | None = None,
     max_tokens: int | None = None,
     progress: bool = False,
 ) -> dict[str, Activations]:
@@ -300,7 +301,7 @@ def capture(
 
 
 def capture_activations(
-    lm: LoadedModel, table: pd.DataFrame, position: str = "answer", **kwargs: Any
+    lm: LanguageModel, table: pd.DataFrame, position: str = "answer", **kwargs: Any
 ) -> Activations:
     """:func:`capture` for a single token position."""
     return capture(lm, table, (position,), **kwargs)[position]

@@ -27,7 +27,7 @@ import json
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from misdirection.batching import left_pad
 from misdirection.batching import pad_id as tokenizer_pad_id
 from misdirection.errors import ConfigError, DataError
 from misdirection.io import atomic_path
+from misdirection.protocols import Intervention, LanguageModel
 
 #: Columns of the answers table, in order.
 COLUMNS: tuple[str, ...] = (
@@ -63,19 +64,6 @@ _REFILL_FRACTION = 0.25
 # the live window moves back to column 0 at most once per that many steps.
 _SLACK_SHARE = 0.25
 _SLACK_MIN = 32
-
-
-@runtime_checkable
-class Intervention(Protocol):
-    """What sampling needs from an intervention (steering, ablation...): a spec and a context."""
-
-    def spec(self) -> dict[str, Any]:
-        """JSON-serialisable description, recorded in the ``intervention`` column."""
-        ...
-
-    def apply(self, model: Any) -> Any:
-        """A context manager that modifies ``model`` while active (e.g. adds forward hooks)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -115,7 +103,7 @@ def answer_rng(seed: int, answer_id: str) -> np.random.Generator:
 
 
 def build_requests(
-    lm: Any, questions: Iterable[Any], n_per_paraphrase: int | None
+    lm: LanguageModel, questions: Iterable[Any], n_per_paraphrase: int | None
 ) -> list[Request]:
     """Chat-template every (question, paraphrase, sample); system prompts go in as a system turn.
 
@@ -166,7 +154,7 @@ def build_requests(
     return requests
 
 
-def stop_token_ids(lm: Any) -> set[int]:
+def stop_token_ids(lm: LanguageModel) -> set[int]:
     """End-of-turn tokens: the generation config's EOS id(s) and the tokenizer's EOS."""
     ids: set[int] = set()
     gen_config = getattr(lm.model, "generation_config", None)
@@ -561,7 +549,7 @@ def _make_decoder(
 
 
 def _decode_all(
-    lm: Any,
+    lm: LanguageModel,
     requests: Sequence[Request],
     *,
     max_new_tokens: int,
@@ -611,7 +599,7 @@ def _decode_all(
 
 
 def sample_answers(
-    lm: Any,
+    lm: LanguageModel,
     questions: Iterable[Any],
     n_per_paraphrase: int | None,
     max_new_tokens: int,

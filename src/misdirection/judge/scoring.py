@@ -22,8 +22,9 @@ import pandas as pd
 
 from misdirection.errors import DataError, JudgeError
 from misdirection.io import atomic_path
-from misdirection.judge.base import FAILED_PREFIX, Judge, JudgeItem, Rubric, Score
+from misdirection.judge.base import FAILED_PREFIX, JudgeItem, Rubric, Score
 from misdirection.judge.rubrics import resolve_rubrics, rubrics_from_prompts
+from misdirection.protocols import Judge
 
 #: Answer text columns we understand: ours, then the one of the field's judged CSV files.
 ANSWER_COLUMNS = ("answer", "response")

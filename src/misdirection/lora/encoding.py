@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from misdirection.errors import DataError
+from misdirection.protocols import LanguageModel
 
 
 def answer_ids_of(df: pd.DataFrame) -> pd.Series:
@@ -27,7 +28,9 @@ def answer_ids_of(df: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def encode_answers(lm: Any, answers: pd.DataFrame, max_tokens: int | None = None) -> list[Any]:
+def encode_answers(
+    lm: LanguageModel, answers: pd.DataFrame, max_tokens: int | None = None
+) -> list[Any]:
     """Token ids of every answer in its chat context, via :func:`misdirection.activations.encode`
     (prompt templated as sampling does, answer tokenised on its own, so the answer span is exact;
     ``max_tokens`` truncates the answer). Returns its ``Encoded`` items (``answer_id``, ``ids``,

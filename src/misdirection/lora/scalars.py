@@ -25,6 +25,7 @@ from misdirection.lora.encoding import (
     _StopForward,
     encode_answers,
 )
+from misdirection.protocols import LanguageModel
 
 
 @dataclass
@@ -73,7 +74,7 @@ class AdapterScalars:
 
 
 def adapter_scalars(
-    lm: Any,
+    lm: LanguageModel,
     answers: pd.DataFrame,
     batch_size: int = 16,
     max_tokens: int | None = None,
