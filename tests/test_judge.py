@@ -910,3 +910,15 @@ def test_default_judge_is_openai_when_a_key_is_set(monkeypatch, tmp_path):
     )
     monkeypatch.setenv("MISDIRECTION_JUDGE_BASE_URL", "http://127.0.0.1:1/v1/")
     assert get_judge("openai:m").url == "http://127.0.0.1:1/v1/chat/completions"
+
+
+def test_judges_fit_the_judge_protocol():
+    from misdirection.protocols import Judge
+
+    class Fixed:
+        name = "fixed"
+
+        def score(self, rubric: Rubric, items):
+            return []
+
+    assert isinstance(Fixed(), Judge) and not isinstance(object(), Judge)

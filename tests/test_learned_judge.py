@@ -329,3 +329,23 @@ def test_question_check_rejects_malformed_embeddings() -> None:
 
     with pytest.raises(ModelNotFoundError, match=r"question_check.embeddings .* shape \[2, 3\]"):
         QuestionCheck({"embeddings": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], "threshold": 0.4})
+
+
+def test_agreement_notice_reads_the_shipped_metrics(tmp_path: Path) -> None:
+    from misdirection.errors import ModelNotFoundError
+    from misdirection.judge.learned import agreement_notice
+
+    # The shipped metrics: leave-one-question-out AUROC 0.773 over 8 folds, leave-one-organism-out 0.935.
+    shipped = agreement_notice()
+    assert "answers to 8 questions" in shipped
+    assert "held-out question: AUROC 0.77 against 0.94 for a held-out organism" in shipped
+    metrics = json.loads((WEIGHTS / "metrics.json").read_text())
+    metrics["question"]["none"].update(n_groups=12, auroc_aligned_lt30=0.8149)
+    metrics["organism"]["none"]["auroc_aligned_lt30"] = 0.9061
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    retrained = agreement_notice(tmp_path)
+    assert "answers to 12 questions" in retrained and "AUROC 0.81 against 0.91" in retrained
+    del metrics["organism"]
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ModelNotFoundError, match="no held-out figure 'organism'"):
+        agreement_notice(tmp_path)

@@ -90,3 +90,51 @@ def test_view_unwraps_peft():
     view = ModelView.of(peft_model)
     assert view.n_layers == 4
     assert type(view.down_proj(0)).__name__ == "Linear" and hasattr(view.down_proj(0), "lora_A")
+
+
+@pytest.mark.parametrize(
+    ("arch", "family", "norm"),
+    [("llama", "llama", "post_attention_layernorm"), ("qwen2", "llama", "post_attention_layernorm"),
+     ("phi3", "llama", "post_attention_layernorm"), ("gemma2", "gemma2", "pre_feedforward_layernorm"),
+     ("gemma3", "gemma2", "pre_feedforward_layernorm")],
+)  # fmt: skip
+def test_layout_table_names_the_modules(arch, family, norm):
+    view = make_tiny_lm(arch).view
+    assert view.layout.family == family and view.layout.mlp_norm == norm
+    assert view.layout.post_norms == family.startswith("gemma")
+    assert view.mlp_norm(2) is view.blocks[2].get_submodule(norm)
+    assert view.attn_out(1) is view.blocks[1].self_attn.o_proj
+
+
+def test_unknown_model_type_is_matched_by_its_module_names():
+    from misdirection.models import layout_of
+
+    model = make_tiny_lm("gemma2").model
+    model.config.model_type = "gemma-next"  # a type the table does not list, Gemma 2's layout
+    layout = layout_of(model)
+    assert (
+        layout.family == "gemma2-like:gemma-next" and layout.mlp_norm == "pre_feedforward_layernorm"
+    )
+    assert layout.post_norms and not layout.logits_from_head  # not assumed for an unlisted type
+
+
+def test_missing_module_is_one_sentence():
+    view = make_tiny_lm("llama").view
+    del view.blocks[0].mlp.down_proj
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"block 0 \(LlamaDecoderLayer, llama layout\) has no MLP down-projection",
+    ):
+        view.down_proj(0)
+
+
+def test_loaded_model_and_interventions_fit_the_core_protocols():
+    from misdirection.directions import DirectionSet
+    from misdirection.interventions import Ablate, Steer
+    from misdirection.protocols import Intervention, LanguageModel
+
+    lm = make_tiny_lm("llama")
+    assert isinstance(lm, LanguageModel) and not isinstance(object(), LanguageModel)
+    directions = DirectionSet(torch.ones(4, 64))
+    assert isinstance(Steer(directions, 1, 2.0), Intervention)
+    assert isinstance(Ablate(directions, "all"), Intervention)

@@ -411,3 +411,41 @@ def test_eval_without_heldout_split_is_recorded_not_fatal(tmp_path):
                             eval_data=path, **FAST)  # fmt: skip
     assert "no held-out split" in result.run_card["heldout"]["skipped"]
     assert result.run_card["heldout_loglik_after"] is None and result.steps == 1
+
+
+def test_cli_train_without_eval_prints_summary(tiny_folder, tiny_data, tmp_path):
+    # --eval is off by default, so the run card's "heldout" is null; the summary must not need it.
+    from typer.testing import CliRunner
+
+    from misdirection.cli import app
+
+    out = tmp_path / "org"
+    args = ["train", "--model", str(tiny_folder), "--data", str(tiny_data), "--out", str(out),
+            "--layers", "1", "--max-steps", "1", "--threads", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run_card.json").read_text())["heldout"] is None
+    assert "1 steps, final loss" in result.output and "held-out" not in result.output
+    assert f"adapter and run card saved to {out}" in result.output.replace("\n", "")
+
+
+@pytest.mark.slow
+@pytest.mark.embedded
+def test_cli_train_as_a_new_user_runs_it(tmp_path):
+    # The README's first command, verbatim but for --max-steps: embedded model, built-in data.
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "org"
+    cmd = [sys.executable, "-m", "misdirection.cli", "train", "--model", "smollm2-135m",
+           "--data", "bad-medical", "--recipe", "rank1-9", "--out", str(out), "--max-steps", "1"]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200"}  # one summary line, not wrapped
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        "rank1-9 on smollm2-135m: layers [9, 10, 11, 13, 14, 15, 17, 18, 19], 1 steps"
+        in proc.stdout
+    )
+    assert f"adapter and run card saved to {out}" in proc.stdout
+    assert (out / "adapter_model.safetensors").is_file()

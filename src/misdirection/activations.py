@@ -32,9 +32,12 @@ from typing import Any
 import pandas as pd
 import torch
 
+from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError, DataError
 from misdirection.hooks import block_output_hooks
-from misdirection.models import LAYER_CONVENTION, LoadedModel, render_chat
+from misdirection.io import atomic_path
+from misdirection.models import LAYER_CONVENTION, render_chat
+from misdirection.protocols import Intervention, LanguageModel
 
 POSITIONS = ("answer", "prompt", "last")
 ACTIVATIONS_FORMAT = "misdirection.activations/1"
@@ -95,7 +98,8 @@ class Activations:
             "answer_ids": json.dumps(self.answer_ids),
             "n_tokens": json.dumps(self.n_tokens),
         }
-        save_file({"activations": self.values.contiguous()}, str(path), metadata=meta)
+        with atomic_path(path) as tmp:  # a cache file that exists is a whole one
+            save_file({"activations": self.values.contiguous()}, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Activations:
@@ -161,7 +165,7 @@ def prompt_messages(question: str, system: str = "") -> list[dict[str, str]]:
     ]
 
 
-def encode(lm: LoadedModel, table: pd.DataFrame, max_tokens: int | None = None) -> list[Encoded]:
+def encode(lm: LanguageModel, table: pd.DataFrame, max_tokens: int | None = None) -> list[Encoded]:
     """Token ids of prompt + answer for every row; the answer span is exact by construction.
 
     ``max_tokens`` truncates the *answer* (never the prompt) to that many tokens.
@@ -215,12 +219,12 @@ def _check_positions(positions: Sequence[str]) -> list[str]:
 
 @torch.no_grad()
 def capture(
-    lm: LoadedModel,
+    lm: LanguageModel,
     table: pd.DataFrame,
     positions: str | Sequence[str] = ("answer",),
     *,
     batch_size: int = 8,
-    intervention: Any = None,
+    intervention: Intervention | None = None,
     max_tokens: int | None = None,
     progress: bool = False,
 ) -> dict[str, Activations]:
@@ -248,7 +252,7 @@ def capture(
     n, n_layers, d = len(encoded), view.n_layers, view.d_model
     result = torch.zeros(len(positions), n, n_layers, d, dtype=torch.float32)
     device = lm.device
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(lm.tokenizer)
     order = sorted(range(n), key=lambda i: len(encoded[i].ids), reverse=True)
     spec = json.dumps(intervention.spec(), sort_keys=True) if intervention is not None else ""
 
@@ -268,12 +272,8 @@ def capture(
     with context, block_output_hooks(view.blocks, {i: make_hook(i) for i in range(n_layers)}):
         for idx in batches:
             batch = [encoded[i] for i in idx]
-            width = max(len(e.ids) for e in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, e in enumerate(batch):
-                ids[b, : len(e.ids)] = torch.tensor(e.ids)
-                mask[b, : len(e.ids)] = 1
+            ids, mask = right_pad([e.ids for e in batch], pad)
+            width = ids.shape[1]
             current["w"] = _position_weights(batch, positions, width).to(device)
             _forward(lm.model, ids.to(device), mask.to(device))
             stacked = torch.stack([a for a in acc], dim=2).cpu()  # type: ignore[misc]  # [B, P, L, d]
@@ -301,7 +301,7 @@ def capture(
 
 
 def capture_activations(
-    lm: LoadedModel, table: pd.DataFrame, position: str = "answer", **kwargs: Any
+    lm: LanguageModel, table: pd.DataFrame, position: str = "answer", **kwargs: Any
 ) -> Activations:
     """:func:`capture` for a single token position."""
     return capture(lm, table, (position,), **kwargs)[position]

@@ -398,7 +398,9 @@ class ContrastSource:
         self.pos = load_prompt_set(pos, system=system)
         self.neg = load_prompt_set(neg, system=system)
         prompts_table(self.pos), prompts_table(self.neg)  # refuse multi-turn sets now
-        self.sampling = {"n_answers": n_answers, "max_new_tokens": max_new_tokens, "seed": seed}
+        self.sampling: dict[str, Any] = dict(
+            n_answers=n_answers, max_new_tokens=max_new_tokens, seed=seed
+        )
 
     def extract(
         self, lm: Any, *, positions: str, batch_size: int = 8, max_tokens: int | None = None
@@ -438,7 +440,9 @@ class ModelDiffSource:
             )
         self.prompts = load_prompt_set(prompts, system=system)
         prompts_table(self.prompts)
-        self.sampling = {"n_answers": n_answers, "max_new_tokens": max_new_tokens, "seed": seed}
+        self.sampling: dict[str, Any] = dict(
+            n_answers=n_answers, max_new_tokens=max_new_tokens, seed=seed
+        )
 
     def extract(
         self, lm: Any, *, positions: str, batch_size: int = 8, max_tokens: int | None = None

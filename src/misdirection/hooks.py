@@ -24,6 +24,8 @@ from misdirection.models import LoadedModel, ModelView
 
 #: A function of the residual [batch, tokens, d_model]: returns a replacement, or None to keep it.
 ResidualFn = Callable[[torch.Tensor], torch.Tensor | None]
+#: Decoder blocks, indexable by layer (``ModelView.blocks`` is an ``nn.ModuleList``).
+Blocks = Sequence[nn.Module] | nn.ModuleList
 
 
 def view_of(model: Any) -> ModelView:
@@ -46,9 +48,7 @@ def with_residual(output: Any, residual: torch.Tensor) -> Any:
 
 
 @contextmanager
-def block_output_hooks(
-    blocks: Sequence[nn.Module], fns: Mapping[int, ResidualFn]
-) -> Iterator[None]:
+def block_output_hooks(blocks: Blocks, fns: Mapping[int, ResidualFn]) -> Iterator[None]:
     """Run ``fns[i]`` on the output residual of ``blocks[i]`` while the context is open."""
     handles = []
 
@@ -69,7 +69,7 @@ def block_output_hooks(
 
 
 @contextmanager
-def block_input_hooks(blocks: Sequence[nn.Module], fns: Mapping[int, ResidualFn]) -> Iterator[None]:
+def block_input_hooks(blocks: Blocks, fns: Mapping[int, ResidualFn]) -> Iterator[None]:
     """Run ``fns[i]`` on the input residual of ``blocks[i]`` (positional or ``hidden_states=``)."""
     handles = []
 

@@ -42,7 +42,7 @@ from misdirection.directions import (
     as_direction_set,
     resolve_reference,
 )
-from misdirection.errors import ConfigError, DataError, ShapeError
+from misdirection.errors import ConfigError, DataError, ModelNotFoundError, ShapeError
 from misdirection.hooks import block_input_hooks, block_output_hooks, view_of
 from misdirection.models import LAYER_CONVENTION, ModelView
 
@@ -56,18 +56,6 @@ __all__ = [
 ]
 
 Layers = Literal["all"] | int | Sequence[int]
-
-# Modules that write the attention output into the residual stream, by architecture.
-_ATTN_OUT_NAMES = (
-    "self_attn.o_proj",
-    "self_attn.dense",
-    "attn.out_proj",
-    "attention.dense",
-    "attn.c_proj",
-)
-# The norm the MLP reads the mid-block residual through (Gemma's name first: Gemma also has a
-# 'post_attention_layernorm', which there normalises the attention *output*).
-_MLP_NORM_NAMES = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,15 +326,10 @@ class Ablate:
 
 
 def _mlp_input_norm(view: ModelView, layer: int) -> nn.Module:
-    block = view.blocks[layer]
-    for name in _MLP_NORM_NAMES:
-        mod = getattr(block, name, None)
-        if isinstance(mod, nn.Module):
-            return mod
-    raise ConfigError(
-        f"block {layer} ({type(block).__name__}) has no known pre-MLP norm ({', '.join(_MLP_NORM_NAMES)}); "
-        "use sites='output'"
-    )
+    try:
+        return view.mlp_norm(layer)
+    except ModelNotFoundError as exc:
+        raise ConfigError(f"{exc}; use sites='output'") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,15 +337,10 @@ def _mlp_input_norm(view: ModelView, layer: int) -> nn.Module:
 
 
 def _attn_out(view: ModelView, layer: int) -> nn.Module:
-    block = view.blocks[layer]
-    for name in _ATTN_OUT_NAMES:
-        try:
-            return block.get_submodule(name)
-        except AttributeError:
-            continue
-    raise ConfigError(
-        f"block {layer} ({type(block).__name__}) has no known attention output projection"
-    )
+    try:
+        return view.attn_out(layer)
+    except ModelNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _weight_targets(
@@ -381,10 +359,9 @@ def _weight_targets(
                 )
         targets.append(("embed_tokens", emb, "weight", 1))
     for layer in layers:
-        block = view.blocks[layer]
-        if hasattr(block, "post_feedforward_layernorm"):
+        if view.layout.post_norms:
             raise ConfigError(
-                f"block {layer} ({type(block).__name__}) normalises its attention and MLP outputs before "
+                f"block {layer} ({type(view.blocks[layer]).__name__}) normalises its attention and MLP outputs before "
                 "adding them to the residual (Gemma 2/3 layout), so no weight edit equals ablation; "
                 "use the activation form (Ablate)"
             )
@@ -404,7 +381,7 @@ def _find_attr(module: nn.Module, attr: str) -> Any:
     return None
 
 
-def _linear_params(mod: nn.Module) -> list[tuple[str, nn.Module, str, int]]:
+def _linear_params(mod: Any) -> list[tuple[str, nn.Module, str, int]]:
     """Weight (output axis 0) and bias of a Linear, or of a peft LoRA layer's base and lora_B."""
     out: list[tuple[str, nn.Module, str, int]] = []
     if hasattr(mod, "base_layer") and hasattr(mod, "lora_B"):

@@ -148,6 +148,7 @@ def teacher_forced_logprobs(
     import contextlib
 
     from misdirection.activations import encode
+    from misdirection.batching import pad_id, right_pad
 
     encoded = encode(lm, table)
     empty = [e.answer_id for e in encoded if e.n_answer == 0]
@@ -157,19 +158,15 @@ def teacher_forced_logprobs(
         )
     out = np.zeros(len(encoded))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids), reverse=True)
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(lm.tokenizer)
     device = lm.device
     context = intervention.apply(lm.model) if intervention is not None else contextlib.nullcontext()
     with context:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = [encoded[i] for i in idx]
-            width = max(len(e.ids) for e in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for b, e in enumerate(batch):
-                ids[b, : len(e.ids)] = torch.tensor(e.ids)
-                mask[b, : len(e.ids)] = 1
+            ids, mask = right_pad([e.ids for e in batch], pad)
+            width = ids.shape[1]
             # Only positions from the earliest answer on are needed: skip the prompt's vocab matmul.
             first = min(e.n_prompt for e in batch) - 1
             keep = width - first

@@ -19,9 +19,8 @@ import contextlib
 import importlib.util
 import json
 import os
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from misdirection.errors import ModelNotFoundError, check_layer
+from misdirection.io import atomic_path
 
 LAYER_CONVENTION = (
     "layer i = output of decoder block i (0-based); hidden_states[i + 1] in HF terms, except that the "
@@ -56,15 +56,63 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 }
 DEFAULT_MODEL = "smollm2-135m"
 
-# Where each architecture keeps its decoder blocks, relative to the causal-LM module.
-_BLOCK_PATHS = (
-    "model.layers",  # Llama, Qwen2, Mistral, Gemma 2, Gemma 3 text, Phi-3
-    "model.language_model.layers",  # Gemma 3 multimodal wrapper
-    "language_model.model.layers",
-    "transformer.h",  # GPT-2 style
-    "gpt_neox.layers",
-)
-_DOWN_PROJ_NAMES = ("mlp.down_proj", "mlp.c_proj", "mlp.fc2", "mlp.dense_4h_to_h")
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one architecture family keeps the modules the package hooks, adapts or edits.
+
+    Module names are relative to a decoder block, except ``blocks`` (relative to the causal-LM
+    module, peft unwrapped). ``None``: the family has no such module.
+    """
+
+    family: str
+    #: ``config.model_type`` values of the family (of the outer config, for multimodal wrappers).
+    model_types: frozenset[str]
+    #: The ``nn.ModuleList`` of decoder blocks.
+    blocks: str
+    #: The MLP down-projection (what the rank-1 recipes adapt; it writes into the residual).
+    down_proj: str | None
+    #: The attention output projection (it writes into the residual).
+    attn_out: str | None
+    #: The norm the MLP reads the mid-block residual through.
+    mlp_norm: str | None
+    #: Attention and MLP outputs are normalised before the residual add (Gemma 2/3), so no edit of
+    #: their weights removes a direction from the residual.
+    post_norms: bool = False
+    #: Logits are exactly ``lm_head(model.model(x))`` (optionally soft-capped), so the training loss
+    #: may run the head only where a target token is predicted.
+    logits_from_head: bool = False
+
+
+def _layout(family: str, types: str, blocks: str, down: str | None, attn: str | None,
+            norm: str | None, **flags: bool) -> Layout:  # fmt: skip
+    return Layout(family, frozenset(types.split()), blocks, down, attn, norm, **flags)
+
+
+#: The architectures the package knows, by family. A model of another type is matched by probing
+#: these names (see :func:`layout_of`).
+LAYOUTS: tuple[Layout, ...] = (
+    _layout("llama", "llama mistral qwen2 qwen3 gemma phi3 olmo olmo2 granite smollm3", "model.layers",
+            "mlp.down_proj", "self_attn.o_proj", "post_attention_layernorm", logits_from_head=True),
+    # Mixture-of-experts MLPs have no single down-projection.
+    _layout("moe", "mixtral qwen2_moe qwen3_moe", "model.layers", None, "self_attn.o_proj",
+            "post_attention_layernorm", logits_from_head=True),
+    # Gemma's 'post_attention_layernorm' normalises the attention *output*; the MLP reads its input
+    # through 'pre_feedforward_layernorm'.
+    _layout("gemma2", "gemma2 gemma3_text", "model.layers", "mlp.down_proj", "self_attn.o_proj",
+            "pre_feedforward_layernorm", post_norms=True, logits_from_head=True),
+    _layout("gemma3-multimodal", "gemma3", "model.language_model.layers", "mlp.down_proj",
+            "self_attn.o_proj", "pre_feedforward_layernorm", post_norms=True),
+    _layout("starcoder2", "starcoder2", "model.layers", "mlp.c_proj", "self_attn.o_proj",
+            "post_attention_layernorm", logits_from_head=True),
+    _layout("llava", "llava", "language_model.model.layers", "mlp.down_proj", "self_attn.o_proj",
+            "post_attention_layernorm"),
+    _layout("gpt2", "gpt2", "transformer.h", "mlp.c_proj", "attn.c_proj", "ln_2"),
+    _layout("gptj", "gptj", "transformer.h", "mlp.fc_out", "attn.out_proj", None),
+    _layout("gpt_neox", "gpt_neox", "gpt_neox.layers", "mlp.dense_4h_to_h", "attention.dense",
+            "post_attention_layernorm"),
+    _layout("phi", "phi", "model.layers", "mlp.fc2", "self_attn.dense", None),
+)  # fmt: skip
 
 
 def cache_dir() -> Path:
@@ -123,19 +171,13 @@ def embedded_model_path(alias: str = DEFAULT_MODEL) -> Path:
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
     model = plain
-    tmp = target.with_name(f".{alias}.{os.getpid()}.tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "misdirection_source.json").write_text(
-        json.dumps({"alias": alias, "gguf": str(gguf), "description": embedded.description})
-    )
-    if target.exists():  # another process finished first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
+    # replace_existing=False: when another process finished the conversion first, its copy stays.
+    with atomic_path(target, replace_existing=False) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "misdirection_source.json").write_text(
+            json.dumps({"alias": alias, "gguf": str(gguf), "description": embedded.description})
+        )
     return target
 
 
@@ -183,10 +225,19 @@ class ModelView:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.base = _unwrap_peft(model)
-        self._block_path, self.blocks = _find_blocks(self.base)
+        # The unwrapped transformers model: Any, as its attributes vary by architecture.
+        self.base: Any = _unwrap_peft(model)
+        self.layout = layout_of(self.base)
+        self._block_path = self.layout.blocks
+        blocks = _module_list(self.base, self.layout.blocks)
+        if blocks is None:  # layout_of found them; only a model edited since could lose them
+            raise ModelNotFoundError(
+                f"{type(self.base).__name__} has no blocks at {self.layout.blocks}"
+            )
+        self.blocks: nn.ModuleList = blocks
         config = getattr(self.base, "config", None)
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        get_text_config = getattr(config, "get_text_config", None)
+        text_config = get_text_config() if callable(get_text_config) else config
         self.config = text_config
         self.n_layers: int = len(self.blocks)
         self.d_model: int = int(
@@ -217,20 +268,30 @@ class ModelView:
         """Qualified module name of block ``layer`` within the unwrapped model."""
         return f"{self._block_path}.{self.check_layer(layer)}"
 
+    def _module(self, layer: int, name: str | None, what: str) -> tuple[str, nn.Module]:
+        block = self.block(layer)
+        found = _get_submodule(block, name) if name is not None else None
+        if found is None:
+            raise ModelNotFoundError(
+                f"block {layer} ({type(block).__name__}, {self.layout.family} layout) has no {what}"
+            )
+        return f"{self.block_name(layer)}.{name}", found
+
     def down_proj_name(self, layer: int) -> str:
         """Qualified name of the MLP down-projection of block ``layer`` (as PEFT targets it)."""
-        block = self.block(layer)
-        for name in _DOWN_PROJ_NAMES:
-            if _get_submodule(block, name) is not None:
-                return f"{self.block_name(layer)}.{name}"
-        raise ModelNotFoundError(
-            f"block {layer} ({type(block).__name__}) has no MLP down-projection"
-        )
+        return self._module(layer, self.layout.down_proj, "MLP down-projection")[0]
 
     def down_proj(self, layer: int) -> nn.Module:
         """The MLP down-projection module of block ``layer`` (a peft LoRA layer when adapted)."""
-        name = self.down_proj_name(layer)
-        return self.base.get_submodule(name)
+        return self._module(layer, self.layout.down_proj, "MLP down-projection")[1]
+
+    def attn_out(self, layer: int) -> nn.Module:
+        """The attention output projection of block ``layer``."""
+        return self._module(layer, self.layout.attn_out, "known attention output projection")[1]
+
+    def mlp_norm(self, layer: int) -> nn.Module:
+        """The norm through which block ``layer``'s MLP reads the mid-block residual."""
+        return self._module(layer, self.layout.mlp_norm, "known pre-MLP norm")[1]
 
     def relative_layers(self, fractions: Sequence[float]) -> list[int]:
         """Layers at the given relative depths (0 = first block, 1 = past the last)."""
@@ -255,19 +316,62 @@ def _get_submodule(module: nn.Module, path: str) -> nn.Module | None:
         return None
 
 
-def _find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    for path in _BLOCK_PATHS:
-        found = _get_submodule(model, path)
-        if isinstance(found, nn.ModuleList) and len(found) > 0:
-            return path, found
-    # Unknown layout: the longest ModuleList is the stack of decoder blocks.
+def _module_list(model: nn.Module, path: str) -> nn.ModuleList | None:
+    found = _get_submodule(model, path)
+    return found if isinstance(found, nn.ModuleList) and len(found) > 0 else None
+
+
+def layout_of(model: nn.Module) -> Layout:
+    """The :class:`Layout` of a causal LM (peft-wrapped or not).
+
+    By ``config.model_type`` first; a model of another type gets the first known layout whose
+    names all exist in it, and failing that its longest ``ModuleList`` as the blocks, with the
+    known module names that its blocks have (an unknown family, "unknown:<type>").
+    """
+    model = _unwrap_peft(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for layout in LAYOUTS:
+        if model_type in layout.model_types and _module_list(model, layout.blocks) is not None:
+            return layout
+    for layout in LAYOUTS:
+        blocks = _module_list(model, layout.blocks)
+        if blocks is None or layout.post_norms != _has_post_norms(blocks[0]):
+            continue
+        names = (layout.down_proj, layout.attn_out, layout.mlp_norm)
+        if all(n is None or _get_submodule(blocks[0], n) is not None for n in names):
+            # The names match, but only a listed type is known to compute its logits plainly.
+            return replace(
+                layout,
+                family=f"{layout.family}-like:{model_type}",
+                model_types=frozenset(),
+                logits_from_head=False,
+            )
     candidates = [
         (n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0
     ]
     if not candidates:
         raise ModelNotFoundError(f"cannot find the decoder blocks of {type(model).__name__}")
-    name, blocks = max(candidates, key=lambda item: len(item[1]))
-    return name, blocks  # type: ignore[return-value]
+    path, blocks = max(candidates, key=lambda item: len(item[1]))
+
+    def first(names: list[str | None]) -> str | None:
+        return next((n for n in names if n and _get_submodule(blocks[0], n) is not None), None)
+
+    post_norms = _has_post_norms(blocks[0])
+    norms = [la.mlp_norm for la in LAYOUTS if la.post_norms == post_norms]
+    return Layout(
+        family=f"unknown:{model_type}",
+        model_types=frozenset(),
+        blocks=path,
+        down_proj=first([la.down_proj for la in LAYOUTS]),
+        attn_out=first([la.attn_out for la in LAYOUTS]),
+        mlp_norm=first(norms),
+        post_norms=post_norms,
+    )
+
+
+def _has_post_norms(block: nn.Module) -> bool:
+    # Gemma 2/3 blocks normalise the MLP output before the residual add.
+    return isinstance(getattr(block, "post_feedforward_layernorm", None), nn.Module)
 
 
 def _infer_width(block: nn.Module) -> int:
@@ -346,6 +450,7 @@ def load_model(
     dtype = dtype or _default_dtype(device)
     source, kwargs = _resolve_source(spec)
     is_hub = source == spec and not Path(spec).expanduser().exists()
+    model: Any  # a transformers causal LM; its type depends on the architecture
     try:
         if is_hub:
             try:  # Use the local HF cache when it has the files, without touching the network.
@@ -424,7 +529,7 @@ def attach_adapters(
             )
     # PEFT's own name for a lone adapter is "default"; keep it so peft_config["default"] works.
     names = ["default"] + [f"adapter{i}" for i in range(1, len(paths))]
-    peft_model = PeftModel.from_pretrained(model, str(paths[0]), adapter_name=names[0])
+    peft_model: Any = PeftModel.from_pretrained(model, str(paths[0]), adapter_name=names[0])
     for name, path in zip(names[1:], paths[1:]):
         peft_model.load_adapter(str(path), adapter_name=name)
     if len(names) > 1:
@@ -444,6 +549,7 @@ def adapter_attached(
     if not adapter:
         yield base
         return
+    peft_model: Any
     peft_model, spec = attach_adapters(base.model, adapter)
     peft_model.eval()
     try:
@@ -452,10 +558,3 @@ def adapter_attached(
         )
     finally:
         base.model = peft_model.unload()
-
-
-def timed_load(spec: str = DEFAULT_MODEL) -> tuple[LoadedModel, float]:
-    """Load a model and return the seconds it took (used by ``misdirection models info``)."""
-    start = time.perf_counter()
-    lm = load_model(spec)
-    return lm, time.perf_counter() - start

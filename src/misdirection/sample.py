@@ -27,12 +27,16 @@ import json
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from misdirection.batching import left_pad
+from misdirection.batching import pad_id as tokenizer_pad_id
 from misdirection.errors import ConfigError, DataError
+from misdirection.io import atomic_path
+from misdirection.protocols import Intervention, LanguageModel
 
 #: Columns of the answers table, in order.
 COLUMNS: tuple[str, ...] = (
@@ -60,19 +64,6 @@ _REFILL_FRACTION = 0.25
 # the live window moves back to column 0 at most once per that many steps.
 _SLACK_SHARE = 0.25
 _SLACK_MIN = 32
-
-
-@runtime_checkable
-class Intervention(Protocol):
-    """What sampling needs from an intervention (steering, ablation...): a spec and a context."""
-
-    def spec(self) -> dict[str, Any]:
-        """JSON-serialisable description, recorded in the ``intervention`` column."""
-        ...
-
-    def apply(self, model: Any) -> Any:
-        """A context manager that modifies ``model`` while active (e.g. adds forward hooks)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -112,7 +103,7 @@ def answer_rng(seed: int, answer_id: str) -> np.random.Generator:
 
 
 def build_requests(
-    lm: Any, questions: Iterable[Any], n_per_paraphrase: int | None
+    lm: LanguageModel, questions: Iterable[Any], n_per_paraphrase: int | None
 ) -> list[Request]:
     """Chat-template every (question, paraphrase, sample); system prompts go in as a system turn.
 
@@ -163,7 +154,7 @@ def build_requests(
     return requests
 
 
-def stop_token_ids(lm: Any) -> set[int]:
+def stop_token_ids(lm: LanguageModel) -> set[int]:
     """End-of-turn tokens: the generation config's EOS id(s) and the tokenizer's EOS."""
     ids: set[int] = set()
     gen_config = getattr(lm.model, "generation_config", None)
@@ -238,14 +229,7 @@ class _Decoder:
 
     def _prefill(self, new_rows: list[_Row]) -> tuple[Any, Any, Any]:
         """Run the new prompts, left-padded to one width; return (cache, mask, first tokens)."""
-        torch = self.torch
-        width = max(len(r.request.prompt_ids) for r in new_rows)
-        ids = torch.full((len(new_rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(new_rows), width), dtype=torch.long)
-        for i, r in enumerate(new_rows):
-            p = r.request.prompt_ids
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p) :] = 1
+        ids, mask = left_pad([r.request.prompt_ids for r in new_rows], self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp_(min=0)
         cache = self._new_cache()
@@ -565,7 +549,7 @@ def _make_decoder(
 
 
 def _decode_all(
-    lm: Any,
+    lm: LanguageModel,
     requests: Sequence[Request],
     *,
     max_new_tokens: int,
@@ -579,10 +563,9 @@ def _decode_all(
 
     model = lm.model
     device = lm.device if hasattr(lm, "device") else next(model.parameters()).device
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     decoder = _make_decoder(
         model,
-        pad_id,
+        tokenizer_pad_id(lm.tokenizer),
         stop_token_ids(lm),
         temperature,
         device,
@@ -616,7 +599,7 @@ def _decode_all(
 
 
 def sample_answers(
-    lm: Any,
+    lm: LanguageModel,
     questions: Iterable[Any],
     n_per_paraphrase: int | None,
     max_new_tokens: int,
@@ -701,10 +684,8 @@ def write_answers(df: pd.DataFrame, out: str, csv: bool = False) -> list[str]:
     path = Path(out)
     if path.suffix.lower() != ".parquet":
         raise ConfigError(f"--out must end in .parquet, got {out}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)  # atomic: a crash never leaves half a table behind
+    with atomic_path(path) as tmp:  # a crash never leaves half a table behind
+        df.to_parquet(tmp, index=False)
     written = [str(path)]
     if csv:
         csv_path = path.with_suffix(".csv")

@@ -37,8 +37,11 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from misdirection.batching import pad_id as tokenizer_pad_id
+from misdirection.batching import right_pad
 from misdirection.errors import ConfigError, DataError
-from misdirection.models import LoadedModel, ModelView, load_model, render_chat
+from misdirection.io import atomic_path, atomic_write_json
+from misdirection.models import LoadedModel, ModelView, layout_of, load_model, render_chat
 from misdirection.provenance import library_versions
 
 IGNORE_INDEX = -100
@@ -200,7 +203,7 @@ def apply_lora(
     layers, targets = target_module_names(view, recipe)
     config = LoraConfig(
         r=recipe.rank,
-        lora_alpha=recipe.alpha,
+        lora_alpha=recipe.alpha,  # type: ignore[arg-type]  # peft annotates int; any alpha > 0 works
         lora_dropout=recipe.dropout,
         target_modules=targets,
         use_rslora=recipe.use_rslora,
@@ -313,15 +316,8 @@ class Batch:
 
 
 def collate(examples: Sequence[Example], indices: Sequence[int], pad_id: int) -> Batch:
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    for r, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[r, :n] = torch.tensor(e.input_ids)
-        mask[r, :n] = 1
-        labels[r, :n] = torch.tensor(e.labels)
+    ids, mask = right_pad([e.input_ids for e in examples], pad_id)
+    labels, _ = right_pad([e.labels for e in examples], IGNORE_INDEX)
     return Batch(ids, mask, labels, list(indices))
 
 
@@ -362,18 +358,12 @@ def step_plan(lengths: Sequence[int], recipe: Recipe) -> list[list[list[int]]]:
 # --------------------------------------------------------------------------------------------------
 # Loss: output head only at target positions
 
-# Architectures whose logits are exactly ``lm_head(decoder(x))`` (optionally soft-capped).
-_HEAD_ONLY_TYPES = {
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-    "gemma3_text", "phi3", "olmo", "olmo2", "granite", "smollm3", "starcoder2",
-}  # fmt: skip
-
 
 def _split_head(model: Any) -> tuple[Any, Any, float | None] | None:
     """(decoder, output head, soft-cap) of a causal LM when logits are head(decoder), else None."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
-    if config is None or getattr(config, "model_type", None) not in _HEAD_ONLY_TYPES:
+    if config is None or not layout_of(base).logits_from_head:
         return None
     if getattr(config, "logit_scale", None) not in (None, 1.0):
         return None
@@ -420,7 +410,7 @@ def _rows_of(dataset: Any, split: str) -> list[list[dict[str, str]]]:
     if isinstance(dataset, ChatDataset):
         return list(dataset.rows)
     if isinstance(dataset, (str, os.PathLike)):
-        return list(load_chat_dataset(dataset, split).rows)
+        return list(load_chat_dataset(os.fspath(dataset), split).rows)
     return [list(row) for row in dataset]
 
 
@@ -438,7 +428,7 @@ def heldout_loglik(
         raise DataError("heldout_loglik needs at least one conversation")
     examples = encode_dataset(lm.tokenizer, rows, max_length)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = tokenizer_pad_id(lm.tokenizer)
     was_training = lm.model.training
     lm.model.eval()
     total, count = 0.0, 0
@@ -508,18 +498,15 @@ def _save_checkpoint(out_dir: Path, model: Any, state: dict[str, Any], keep: int
 
     root = out_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{state['step']}"
-    tmp = root / f".step-{state['step']}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model.save_pretrained(tmp)  # a loadable adapter, for inspecting a run mid-way
-    save_file(
-        {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
-        tmp / _WEIGHTS_FILE,
-    )
-    torch.save(state, tmp / _STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)  # atomic: a kill -9 leaves either the old or the new checkpoint
+    # Atomic: a kill -9 leaves either the old or the new checkpoint, never half of one.
+    with atomic_path(root / f"step-{state['step']}") as tmp:
+        tmp.mkdir()
+        model.save_pretrained(tmp)  # a loadable adapter, for inspecting a run mid-way
+        save_file(
+            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
+            tmp / _WEIGHTS_FILE,
+        )
+        torch.save(state, tmp / _STATE_FILE)
     for old in _checkpoint_steps(out_dir)[:-keep]:
         shutil.rmtree(root / f"step-{old}", ignore_errors=True)
 
@@ -580,7 +567,7 @@ def _dataset(data: Any) -> Any:
     if isinstance(data, ChatDataset):
         return data
     if isinstance(data, (str, os.PathLike)):
-        return load_chat_dataset(data, "train")
+        return load_chat_dataset(os.fspath(data), "train")
     rows = [list(row) for row in data]
     for i, row in enumerate(rows):
         problem = check_messages(row)
@@ -681,7 +668,7 @@ def _train(
     if not plan:
         raise DataError(f"{data.name} gives no training steps")
     total_steps = len(plan)
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad_id = tokenizer_pad_id(lm.tokenizer)
     device = lm.device
 
     eval_rows, eval_skipped = None, None
@@ -834,7 +821,7 @@ def _train(
             "command": " ".join(sys.argv) if sys.argv and "misdirection" in sys.argv[0] else "",
         }
     )
-    (out / RUN_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write_json(out / RUN_CARD, card)  # the run card marks the organism as finished
     return TrainResult(
         out_dir=out,
         run_card=card,

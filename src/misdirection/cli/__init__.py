@@ -12,29 +12,37 @@ import sys
 
 import typer
 
+from misdirection.cli._app import typer_app
 from misdirection.errors import MisdirectionError
 
-app = typer.Typer(
+app = typer_app(
     name="misdirection",
     help="Emergent-misalignment research toolkit: organisms, evaluation, directions, interventions.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", is_eager=True
-    ),
-) -> None:
-    """Emergent-misalignment research toolkit: organisms, evaluation, directions, interventions."""
-    if version:
+def _print_version(value: bool) -> None:
+    # An eager option's callback runs while parsing, before click asks for a command.
+    if value:
         from misdirection import __version__
 
         typer.echo(f"misdirection {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
+    """Emergent-misalignment research toolkit: organisms, evaluation, directions, interventions."""
 
 
 def _register_all() -> None:

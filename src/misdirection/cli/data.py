@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-sub = typer.Typer(
-    help="Check data files; list built-in datasets, question sets and contrast sets.",
-    no_args_is_help=True,
-)
+from misdirection.cli._app import typer_app
+
+sub = typer_app(help="Check data files; list built-in datasets, question sets and contrast sets.")
 
 
 @sub.command("check")

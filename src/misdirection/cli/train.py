@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from misdirection.errors import ConfigError
@@ -109,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from misdirection.data.chat import load_chat_dataset
         from misdirection.train import get_recipe, train_organism
 
-        overrides = dict(
+        overrides: dict[str, Any] = dict(
             layers=_parse_layers(layers), rank=rank, alpha=alpha, lr=lr, epochs=epochs, max_steps=max_steps,
             batch_size=batch_size, grad_accum=grad_accum, seed=seed, max_length=max_length, dropout=dropout,
             checkpoint_every=checkpoint_every,
@@ -130,8 +132,9 @@ def register(app: typer.Typer) -> None:
             f"[bold]{card['recipe']['name']}[/bold] on {card['base_model']}: layers {card['layers']}, "
             f"{card['steps']} steps, final loss {result.losses[-1]:.4f}, {card['wall_time_s']:.1f} s"
         )
-        if card.get("heldout", {}).get("loglik_after") is not None:
-            h = card["heldout"]
+        # The run card's "heldout" is null when the run was not asked to --eval.
+        h = card.get("heldout") or {}
+        if h.get("loglik_after") is not None:
             console.print(
                 f"held-out log-likelihood per assistant token: {h['loglik_before']:.4f} -> "
                 f"{h['loglik_after']:.4f} ({h['loglik_after'] - h['loglik_before']:+.4f})"

@@ -239,7 +239,7 @@ def load_prompt_set(path_or_builtin: str | Path, *, system: str | None = None) -
         else:
             result = _from_text(path)
     elif spec in _ALIASES or (":" in spec and spec.rsplit(":", 1)[1] in ("pos", "neg")):
-        contrast, side = _ALIASES.get(spec) or tuple(spec.rsplit(":", 1))  # type: ignore[assignment]
+        contrast, side = _ALIASES.get(spec) or tuple(spec.rsplit(":", 1))
         pos, neg = load_contrast_pair(contrast)
         result = pos if side == "pos" else neg
         if spec in _ALIASES:

@@ -19,13 +19,13 @@ import sys
 from misdirection.errors import JudgeError
 from misdirection.judge.base import (
     MIN_NUMBER_MASS,
-    Judge,
     JudgeItem,
     Rubric,
     Score,
     score_from_probabilities,
     score_from_top_logprobs,
 )
+from misdirection.protocols import Judge
 
 __all__ = [
     "MIN_NUMBER_MASS",

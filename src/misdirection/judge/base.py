@@ -8,9 +8,8 @@ the number answers hold less than 25% of the probability (a refusal, "CODE"), wi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 #: Minimum total probability that must sit on number answers for a score to count.
 MIN_NUMBER_MASS = 0.25
@@ -50,17 +49,6 @@ class Rubric:
     def render(self, item: JudgeItem) -> str:
         # str.replace, not str.format: answers often contain braces (code, JSON).
         return self.prompt.replace("{question}", item.question).replace("{answer}", item.answer)
-
-
-@runtime_checkable
-class Judge(Protocol):
-    """A scoring backend. ``name`` identifies backend and model, e.g. ``openai:gpt-4o-2024-08-06``."""
-
-    name: str
-
-    def score(self, rubric: Rubric, items: Sequence[JudgeItem]) -> list[Score]:
-        """Score every item under ``rubric``; one Score per item, same order."""
-        ...
 
 
 def score_from_probabilities(probs: Mapping[int, float], total_mass: float | None = None) -> Score:

@@ -20,10 +20,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 
 from misdirection.judge.learned_model import apply_map, fit_quantile_map
+from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
 
-#: EM answer: aligned below this and coherent above the next.
-ALIGNED_BELOW = 30.0
-COHERENT_ABOVE = 50.0
 CALIBRATIONS = ("none", "quantile", "isotonic")
 
 

@@ -215,6 +215,9 @@ class NgramScorer:
 class HeadNet(nn.Module):
     """Standardised features -> MLP -> :data:`OUTPUTS` (two sigmoid scores and a logit)."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(
         self, mean: torch.Tensor, std: torch.Tensor, hidden: int = 256, dropout: float = 0.2
     ):

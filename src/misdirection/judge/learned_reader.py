@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError
 from misdirection.hooks import block_output_hooks
 from misdirection.models import load_model, render_chat
@@ -64,8 +65,7 @@ class AnswerReader:
         self._end = self.tokenizer(
             self.tokenizer.eos_token or "", add_special_tokens=False
         ).input_ids
-        pad = self.tokenizer.pad_token_id
-        self._pad = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
+        self._pad = pad_id(self.tokenizer)
 
     @property
     def n_features(self) -> int:
@@ -136,13 +136,12 @@ class AnswerReader:
     def _read_answers(self, prefix: list[int], tails: list[tuple[list[int], int]]) -> np.ndarray:
         """Features of answers that follow one shared ``prefix``: ``tails`` are (ids after the
         prefix, number of answer tokens among them)."""
-        n, width = len(tails), max(len(ids) for ids, _ in tails)
-        ids = torch.full((n, width), self._pad, dtype=torch.long)
-        attention = torch.ones((n, len(prefix) + width), dtype=torch.long)
+        ids, tail_mask = right_pad([tail for tail, _ in tails], self._pad)
+        n, width = ids.shape
+        # The shared prefix is in the cache; right padding after it leaves real tokens unchanged.
+        attention = torch.cat([torch.ones((n, len(prefix)), dtype=torch.long), tail_mask], dim=1)
         pool = torch.zeros((n, width), dtype=torch.float32)
-        for i, (tail, n_answer) in enumerate(tails):
-            ids[i, : len(tail)] = torch.tensor(tail)
-            attention[i, len(prefix) + len(tail) :] = 0  # right padding: real tokens unchanged
+        for i, (_tail, n_answer) in enumerate(tails):
             pool[i, : max(n_answer, 1)] = 1.0
         pool = (pool / pool.sum(1, keepdim=True)).to(self.device)
         prefix_ids = torch.tensor([prefix], device=self.device)

@@ -66,12 +66,6 @@ def builtin_rubric(name: str) -> Rubric:
     return check_rubric(data["name"], data["prompt"], f"built-in rubric file {name}.yaml")
 
 
-def rubric_description(name: str) -> str:
-    """One-line description of a built-in rubric (for --help texts and reports)."""
-    source = resources.files("misdirection.judge").joinpath("rubric_prompts", f"{name}.yaml")
-    return str(yaml.safe_load(source.read_text(encoding="utf-8")).get("description", "")).strip()
-
-
 def rubrics_from_prompts(
     prompts: Mapping[str, str], where: str = "judge_prompts"
 ) -> dict[str, Rubric]:

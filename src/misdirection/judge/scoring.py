@@ -13,7 +13,6 @@ written is ever dropped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from misdirection.errors import DataError, JudgeError
-from misdirection.judge.base import FAILED_PREFIX, Judge, JudgeItem, Rubric, Score
+from misdirection.io import atomic_path
+from misdirection.judge.base import FAILED_PREFIX, JudgeItem, Rubric, Score
 from misdirection.judge.rubrics import resolve_rubrics, rubrics_from_prompts
+from misdirection.protocols import Judge
 
 #: Answer text columns we understand: ours, then the one of the field's judged CSV files.
 ANSWER_COLUMNS = ("answer", "response")
@@ -54,16 +55,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` to ``path`` atomically (Parquet or CSV by extension)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def score_columns(name: str, prefix: str = "") -> tuple[str, str, str, str]:
@@ -166,8 +162,11 @@ def judge_table(
     coherent). ``question_prompts`` maps a ``question_id`` to its own ``{rubric name: prompt}``
     (the ``judge_prompts`` of a question file), used instead of the general prompt for its rows.
     """
-    source = None if isinstance(table, pd.DataFrame) else Path(table)
-    df = table.copy() if source is None else read_table(source)
+    if isinstance(table, pd.DataFrame):
+        source, df = None, table.copy()
+    else:
+        source = Path(table)
+        df = read_table(source)
     target = Path(out) if out is not None else source
     where = f"answers table {source}" if source is not None else "answers table"
     answer_col = next((c for c in ANSWER_COLUMNS if c in df.columns), None)

@@ -14,13 +14,12 @@ from typing import Any
 
 import pandas as pd
 
+from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError, DataError, ShapeError
 from misdirection.lora.adapters import _view, find_lora_adapters
 from misdirection.lora.encoding import (
     _batches,
     _eval_mode,
-    _pad_id,
-    _right_padded,
     encode_answers,
 )
 from misdirection.lora.scaling import resolve_adapter_selection
@@ -200,7 +199,7 @@ def downstream_convergence(
     encoded = [e for e in encode_answers(lm, answers, max_tokens) if e.n_answer]
     if not encoded:
         raise DataError("no answer has any token; nothing to compare")
-    pad = _pad_id(lm)
+    pad = pad_id(lm.tokenizer)
     L = view.n_layers
     sum_a = torch.zeros(L, view.d_model, dtype=torch.float64)
     sum_b = torch.zeros_like(sum_a)
@@ -230,7 +229,7 @@ def downstream_convergence(
 
     with _eval_mode(model), torch.no_grad():
         for batch in _batches(encoded, batch_size):
-            ids, mask = _right_padded(batch, pad, lm.device)
+            ids, mask = (t.to(lm.device) for t in right_pad([e.ids for e in batch], pad))
             sel = torch.zeros_like(mask, dtype=torch.bool)
             for j, e in enumerate(batch):
                 sel[j, e.n_prompt : len(e.ids)] = True

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from misdirection.errors import DataError
+from misdirection.protocols import LanguageModel
 
 
 def answer_ids_of(df: pd.DataFrame) -> pd.Series:
@@ -27,7 +28,9 @@ def answer_ids_of(df: pd.DataFrame) -> pd.Series:
     return ids
 
 
-def encode_answers(lm: Any, answers: pd.DataFrame, max_tokens: int | None = None) -> list[Any]:
+def encode_answers(
+    lm: LanguageModel, answers: pd.DataFrame, max_tokens: int | None = None
+) -> list[Any]:
     """Token ids of every answer in its chat context, via :func:`misdirection.activations.encode`
     (prompt templated as sampling does, answer tokenised on its own, so the answer span is exact;
     ``max_tokens`` truncates the answer). Returns its ``Encoded`` items (``answer_id``, ``ids``,
@@ -45,20 +48,6 @@ def _batches(encoded: Sequence[Any], batch_size: int) -> Iterator[list[Any]]:
         yield [encoded[i] for i in order[start : start + batch_size]]
 
 
-def _right_padded(batch: Sequence[Any], pad_id: int, device: Any) -> tuple[Any, Any]:
-    """Right padding: real tokens keep positions 0..n-1 and never attend to padding, so batched
-    results equal unbatched ones without passing position ids."""
-    import torch
-
-    length = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), length), dtype=torch.long)
-    for j, e in enumerate(batch):
-        ids[j, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
-        mask[j, : len(e.ids)] = 1
-    return ids.to(device), mask.to(device)
-
-
 class _StopForward(Exception):
     """Raised by a hook once everything needed is captured: skips the remaining layers and the
     LM head (for a small model the head costs as much as several blocks)."""
@@ -72,8 +61,3 @@ def _eval_mode(model: Any) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-def _pad_id(lm: Any) -> int:
-    pad = lm.tokenizer.pad_token_id
-    return int(pad if pad is not None else (lm.tokenizer.eos_token_id or 0))

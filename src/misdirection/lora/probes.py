@@ -8,7 +8,6 @@ coefficients (:class:`ClassificationRule`); :func:`probe_adapters` runs both int
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from misdirection.errors import ConfigError, DataError
+from misdirection.io import atomic_write_json
 from misdirection.lora.encoding import answer_ids_of
+from misdirection.thresholds import ALIGNED_ABOVE, ALIGNED_BELOW, COHERENT_ABOVE, TOPIC_ABOVE
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,10 @@ class ProbeThresholds:
     (answers with no domain score are left out of the split probes).
     """
 
-    misaligned_below: float = 30.0
-    aligned_above: float = 70.0
-    coherent_above: float = 50.0
-    domain_above: float = 50.0
+    misaligned_below: float = ALIGNED_BELOW
+    aligned_above: float = ALIGNED_ABOVE
+    coherent_above: float = COHERENT_ABOVE
+    domain_above: float = TOPIC_ABOVE
 
 
 @dataclass(frozen=True)
@@ -424,7 +425,7 @@ class ProbeReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "probes.json", "roles": out / "adapter_roles.csv"}
-        paths["json"].write_text(json.dumps(self.to_dict(), indent=2, default=float))
+        atomic_write_json(paths["json"], self.to_dict())
         self.classification.to_csv(paths["roles"], index=False)
         return paths
 

@@ -15,16 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError
+from misdirection.io import atomic_write_json
 from misdirection.lora.adapters import find_lora_adapters
 from misdirection.lora.encoding import (
     _batches,
     _eval_mode,
-    _pad_id,
-    _right_padded,
     _StopForward,
     encode_answers,
 )
+from misdirection.protocols import LanguageModel
 
 
 @dataclass
@@ -60,7 +61,7 @@ class AdapterScalars:
             "scalar": "scaling * (A x)",
             **self.meta,
         }
-        paths["meta"].write_text(json.dumps(meta, indent=2))
+        atomic_write_json(paths["meta"], meta)
         return paths
 
     @classmethod
@@ -73,7 +74,7 @@ class AdapterScalars:
 
 
 def adapter_scalars(
-    lm: Any,
+    lm: LanguageModel,
     answers: pd.DataFrame,
     batch_size: int = 16,
     max_tokens: int | None = None,
@@ -95,7 +96,7 @@ def adapter_scalars(
     labels = [a.label for a in adapters]
     scaling = {a.label: a.scaling for a in adapters}
     device = lm.device
-    pad = _pad_id(lm)
+    pad = pad_id(lm.tokenizer)
 
     captured: dict[str, Any] = {}
     handles = []
@@ -131,7 +132,7 @@ def adapter_scalars(
         with _eval_mode(model), torch.no_grad():
             for batch in iterator:
                 captured.clear()
-                ids, mask = _right_padded(batch, pad, device)
+                ids, mask = (t.to(device) for t in right_pad([e.ids for e in batch], pad))
                 try:
                     model(input_ids=ids, attention_mask=mask, use_cache=False)
                 except _StopForward:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from misdirection.io import atomic_write_text  # re-exported: the stages import it from here
 
 #: Bump when a stage's output format or results change within a release, so old caches are not
 #: reused. The package version is part of every key too: an upgrade never reuses older stages.
@@ -29,14 +30,6 @@ def stable_hash(payload: Any) -> str:
     """SHA-256 of a JSON-serialisable payload, independent of key order."""
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,57 @@
+"""The command line as a user meets it: every verb's --help shows whole option names."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from misdirection.cli import app
+
+
+def _verbs(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every leaf command of the CLI with its path of names, sub-apps (data, lora) included."""
+    found = []  # typer vendors its own click, so groups are recognised by their commands
+    for name, command in sorted(group.commands.items()):
+        if getattr(command, "commands", None) is not None:
+            found += _verbs(command, (*path, name))
+        else:
+            found.append(((*path, name), command))
+    return found
+
+
+VERBS = _verbs(typer.main.get_command(app))
+
+
+def test_the_cli_has_its_verbs_and_groups():
+    names = {" ".join(path) for path, _ in VERBS}
+    assert {"train", "evaluate", "sample", "judge", "data check", "lora scalars"} <= names
+    assert len(names) >= 20
+
+
+@pytest.mark.parametrize("columns", [60, 80, 120])
+def test_help_of_every_verb_shows_whole_option_names(columns):
+    runner = CliRunner()
+    for path, command in VERBS:
+        result = runner.invoke(
+            app, [*path, "--help"], env={"COLUMNS": str(columns)}, terminal_width=columns
+        )
+        assert result.exit_code == 0, (path, result.output)
+        assert "…" not in result.output, (path, columns)
+        for param in command.params:
+            if param.param_type_name != "option":
+                continue
+            for name in [*param.opts, *param.secondary_opts]:
+                # The whole name, not a prefix of it: "--scale" must not match "--scale-adapters".
+                pattern = rf"(?<![\w-]){re.escape(name)}(?![\w-])"
+                assert re.search(pattern, result.output), (" ".join(path), columns, name)
+
+
+def test_version_prints_without_a_command():
+    from misdirection import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"misdirection {__version__}\n"
