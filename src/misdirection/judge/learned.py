@@ -197,22 +197,3 @@ class LearnedJudge:
             "truncated": truncated,
             "by_rule": rule,
         }
-
-
-def agreement_notice(weights: str | Path | None = None) -> str:
-    """The report's sentence on the learned judge, built from its shipped held-out figures."""
-    import json
-
-    folder = Path(weights) if weights is not None else Path(__file__).with_name("learned_weights")
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    organism = metrics["organism"]["quantile"]
-    question = metrics["question"]["quantile"]
-    return (
-        "The learned judge is an offline model trained to agree with GPT-4o (see its model card "
-        "for measured agreement); absolute EM rates from it are estimates of what GPT-4o would "
-        f"give. On organisms held out from its training its AUROC (aligned < 30) is "
-        f"{organism['auroc_aligned_lt30']:.2f} and its per-organism EM rates are within "
-        f"{organism['em_rate_median_abs_err_pp']:.1f} points of GPT-4o's (median); it learned "
-        f"from answers to {question['n_groups']} questions, and on a question it never saw its "
-        f"AUROC drops to {question['auroc_aligned_lt30']:.2f}, so such answers are flagged."
-    )
