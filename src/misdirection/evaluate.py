@@ -37,9 +37,11 @@ ControlKind = Literal["isotropic", "variance-matched"]
 # Small helpers
 
 
-def parse_layers(text: str | int | Sequence[int]) -> str | list[int]:
+def parse_layers(text: str | int | Sequence[int]) -> Literal["all"] | list[int]:
     """``"all"`` -> ``"all"``; ``"3,5,10-12"`` -> ``[3, 5, 10, 11, 12]`` (sorted, unique)."""
-    if isinstance(text, int) and not isinstance(text, bool):
+    if isinstance(text, bool):
+        raise ConfigError(f"layers must be 'all', a layer or a list of layers, got {text!r}")
+    if isinstance(text, int):
         return [text]
     if not isinstance(text, str):
         return sorted({int(x) for x in text})
@@ -484,8 +486,8 @@ def transfer(
     questions: Iterable[Any],
     judge: Any,
     *,
-    modes: Sequence[str] = ("layerwise", "single"),
-    layers: str | Sequence[int] = "all",
+    modes: Sequence[Literal["layerwise", "single"]] = ("layerwise", "single"),
+    layers: Literal["all"] | Sequence[int] = "all",
     random_controls: int = 0,
     first_control_seed: int = 0,
     control_kind: ControlKind = "isotropic",
@@ -524,7 +526,7 @@ def transfer(
         control_activations(ds) if random_controls and control_kind == "variance-matched" else None
     )
 
-    def ablation(mode: str) -> Any:
+    def ablation(mode: Literal["layerwise", "single"]) -> Any:
         return Ablate(ds, layers, mode, source_layer if mode == "single" else None)
 
     from misdirection.engine import check_intervention

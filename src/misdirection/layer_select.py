@@ -27,7 +27,6 @@ the ``n_pairs`` subsample and seeds the judged sampling.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import yaml
 from misdirection.data.contrast import CONTRAST_DIR, PromptSet, load_prompt_set
 from misdirection.directions import DirectionSet, as_direction_set
 from misdirection.errors import ConfigError, DataError
+from misdirection.io import atomic_write_json, to_jsonable
 
 TARGETS_DIR = CONTRAST_DIR / "targets"
 DEFAULT_TARGETS = "em-answers"
@@ -216,14 +216,14 @@ class LayerSweep:
         row = self.table[
             (self.table.layer == self.best_layer) & (self.table.scale == self.best_scale)
         ].iloc[0]
-        cell = {k: _num(v) for k, v in row.items()}
+        cell = {k: to_jsonable(v) for k, v in row.items()}
         return {
             "layer": self.best_layer,
             "scale": self.best_scale,
             "normalize": self.normalize,
             "rule": self.rule,
             "cell": cell,
-            "baseline": {k: _num(v) for k, v in self.baseline.items()},
+            "baseline": {k: to_jsonable(v) for k, v in self.baseline.items()},
             "seed": self.seed,
             "notes": self.notes,
             "settings": self.settings,
@@ -331,18 +331,8 @@ class LayerSweep:
             self.unit_directions().save(paths["directions"])
         chosen = self.chosen()
         chosen["files"] = {k: str(v) for k, v in paths.items()}
-        paths["chosen"].write_text(json.dumps(chosen, indent=2, allow_nan=False, default=str))
+        atomic_write_json(paths["chosen"], chosen)
         return paths
-
-
-def _num(v: Any) -> Any:
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if math.isnan(float(v)) else float(v)
-    return v
 
 
 def _margins(

@@ -30,6 +30,7 @@ from misdirection.cli._shared import (
     control_kind_for,
     judging,
 )
+from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
 
 NormalizeOpt = Annotated[
     bool, typer.Option("--normalize", help="Steer with unit vectors (scale in residual units).")
@@ -66,8 +67,11 @@ def build_intervention(
                 "--mode single needs --source-layer (the layer whose direction is ablated everywhere)"
             )
         a = Ablate(
-            str(ablate), parse_layers(layers), mode, source_layer if mode == "single" else None
-        )  # type: ignore[arg-type]
+            str(ablate),
+            parse_layers(layers),
+            "single" if mode == "single" else "layerwise",
+            source_layer if mode == "single" else None,
+        )
         parts.append(a)
         directional.append(a)
     if steer is not None:
@@ -147,8 +151,8 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
         device: DeviceOpt = None,
-        aligned_below: AlignedOpt = 30.0,
-        coherent_above: CoherentOpt = 50.0,
+        aligned_below: AlignedOpt = ALIGNED_BELOW,
+        coherent_above: CoherentOpt = COHERENT_ABOVE,
         question_prompts: QuestionPromptsOpt = True,
         progress: ProgressOpt = True,
     ) -> None:
@@ -296,8 +300,8 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
         device: DeviceOpt = None,
-        aligned_below: AlignedOpt = 30.0,
-        coherent_above: CoherentOpt = 50.0,
+        aligned_below: AlignedOpt = ALIGNED_BELOW,
+        coherent_above: CoherentOpt = COHERENT_ABOVE,
         question_prompts: QuestionPromptsOpt = True,
         progress: ProgressOpt = True,
     ) -> None:
@@ -330,7 +334,7 @@ def register(app: typer.Typer) -> None:
             max_coherence_drop,
         )
         layer_list = parse_layers(layers)
-        if layer_list == "all":
+        if isinstance(layer_list, str):
             raise ConfigError("--layers for a sweep must list the layers, e.g. 10,15,20")
         scale_list = parse_floats(scales, "--scales")
         directions = DirectionSet.load(direction)  # a bad file fails before the model loads
@@ -342,7 +346,7 @@ def register(app: typer.Typer) -> None:
             backend,
             directions,
             layer_list,
-            scale_list,  # type: ignore[arg-type]
+            scale_list,
             n=n,
             max_new_tokens=max_new_tokens,
             seed=seed,

@@ -51,7 +51,10 @@ def run_and_report(
 
     console = Console(stderr=True)
     source = str(config_path) if config_path else "<built-in demo>"
-    config = config or load_config(config_path)
+    if config is None:
+        if config_path is None:
+            raise ValueError("run_and_report needs a study file or a parsed config")
+        config = load_config(config_path)
     if check_only:
         console.print(
             f"{source}: valid study '{config.name}' with {len(config.organisms)} organisms "

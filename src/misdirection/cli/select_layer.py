@@ -39,7 +39,10 @@ def register(app: typer.Typer) -> None:
             ..., "--out", "-o", help="Output folder: sweep.csv, sweep.png, chosen.json."
         ),
         layers: str = typer.Option(
-            None, "--layers", help="Candidate layers, comma-separated (default: all)."
+            None,
+            "--layers",
+            help="Candidate layers, comma-separated, or 'all' (default: every third layer, "
+            "which keeps a CPU run to minutes; refine around the chosen one).",
         ),
         scales: str = typer.Option("4,8", "--scales", help="Steering scales, comma-separated."),
         normalize: bool = typer.Option(
@@ -91,9 +94,14 @@ def register(app: typer.Typer) -> None:
         from misdirection.models import load_model
 
         ds = DirectionSet.load(directions)
-        layer_list = _numbers(layers, "--layers", int) if layers else None
         scale_list = _numbers(scales, "--scales", float)
         lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
+        if layers is None:
+            layer_list: list[int] | None = list(range(0, lm.view.n_layers, 3))
+        elif layers.strip().lower() == "all":
+            layer_list = None
+        else:
+            layer_list = _numbers(layers, "--layers", int)
         judge_obj = None
         if judge:
             from misdirection.judge import get_judge

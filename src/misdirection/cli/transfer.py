@@ -28,6 +28,7 @@ from misdirection.cli._shared import (
     TokensOpt,
     judging,
 )
+from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
 
 
 def parse_targets(items: list[str]) -> dict[str, str]:
@@ -102,8 +103,8 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
         device: DeviceOpt = None,
-        aligned_below: AlignedOpt = 30.0,
-        coherent_above: CoherentOpt = 50.0,
+        aligned_below: AlignedOpt = ALIGNED_BELOW,
+        coherent_above: CoherentOpt = COHERENT_ABOVE,
         question_prompts: QuestionPromptsOpt = True,
         progress: ProgressOpt = True,
     ) -> None:

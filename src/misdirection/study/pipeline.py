@@ -189,6 +189,7 @@ class StudyRunner:
                 self.log(f"training organism {org.name} ({org.train.recipe} on {org.train.data})")
                 stage.start()
                 if not (out / RUN_CARD).is_file():
+                    assert self.base is not None, "check() loads the base model first"
                     overrides = {"seed": self.config.seed, **org.train.overrides}
                     train_organism(
                         self.base,

@@ -68,9 +68,10 @@ class Stage:
             "finished": time.time(),
             "result": dict(result or {}),
         }
+        recorded: dict[str, Any] = payload["result"]  # type: ignore[assignment]
         atomic_write_text(self.dir / "_DONE.json", json.dumps(payload, indent=2, default=str))
         self.store.record(self, status="done")
-        return payload["result"]
+        return recorded
 
 
 class RunStore:
