@@ -106,7 +106,7 @@ def _matched_row(
 
     lowest, highest = np.inf, -np.inf
     for attempt in range(MAX_TRIES):
-        a = _unit(_orthogonal(rng.standard_normal(d), r))
+        a = _unit(_orthogonal(rng.standard_normal((d,)), r))
         # X^T z has covariance X^T X: a draw weighted by the activations' second moment. Later
         # tries apply more powers of M, moving b towards the directions with the most activation.
         b = _unit(_orthogonal(x.T @ rng.standard_normal(n), r))

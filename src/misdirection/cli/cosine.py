@@ -61,9 +61,9 @@ def register(app: typer.Typer) -> None:
         samples, missing = _load_samples(sets)
         stats = _pair_stats(sets, samples, n_boot, seed)
         out = df.copy()
-        for pair, st in stats.items():
-            out[f"{pair} low"], out[f"{pair} high"] = st.low, st.high
-            out[f"{pair} ceiling"] = st.ceiling
+        for pair, pair_stats in stats.items():
+            out[f"{pair} low"], out[f"{pair} high"] = pair_stats.low, pair_stats.high
+            out[f"{pair} ceiling"] = pair_stats.ceiling
         if csv is not None:
             out.to_csv(csv)
         table = Table(
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
             cells = []
             for col, v in row.items():
                 st = stats.get(str(col))
-                i = int(layer)  # type: ignore[call-overload]
+                i = int(layer)
                 cells.append(
                     f"{v:+.3f} [{st.low[i]:+.2f}, {st.high[i]:+.2f}] / {st.ceiling[i]:.2f}"
                     if st is not None
@@ -141,8 +141,8 @@ def _pair_stats(
 
 def _parse(spec: str) -> tuple[str, Path]:
     if "=" in spec and not Path(spec).exists():
-        name, _, path = spec.partition("=")
-        return name, Path(path)
+        name, _, file = spec.partition("=")
+        return name, Path(file)
     path = Path(spec)
     return path.name.split(".")[0], path
 

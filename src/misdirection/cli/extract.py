@@ -10,9 +10,12 @@ and the summary are shared.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:  # the CLI imports torch-side modules lazily, inside the verbs
+    from misdirection.directions import DirectionSet
 
 
 def register(app: typer.Typer) -> None:
@@ -175,17 +178,17 @@ class _AnswersSource:
         self.table = read_table(path)
         self.topics = dict(parse_topic_filter(t) for t in topic)
         self.thresholds = SetThresholds(*thresholds)
-        self.options = {
-            "min_per_set": min_per_set,
-            "warn_below": warn_below,
-            "balance": balance,
-            "seed": seed,
-        }
+        self.min_per_set = min_per_set
+        self.warn_below = warn_below
+        self.balance = balance
+        self.seed = seed
         self.samples: Any = None  # the per-answer activations, once extracted
         sel = select_sets(self.table, self.thresholds, self.topics, balance=balance, seed=seed)
         check_set_sizes(sel, max(1, min_per_set), self.thresholds, self.topics, str(path))
 
-    def extract(self, lm: Any, **kw: Any) -> Any:
+    def extract(
+        self, lm: Any, *, positions: str, batch_size: int = 8, max_tokens: int | None = None
+    ) -> DirectionSet:
         import warnings
 
         from misdirection.directions import extract_directions
@@ -195,13 +198,18 @@ class _AnswersSource:
             ds, self.samples = extract_directions(
                 lm,
                 self.table,
+                positions=positions,
                 thresholds=self.thresholds,
                 topics=self.topics,
+                balance=self.balance,
+                min_per_set=self.min_per_set,
+                warn_below=self.warn_below,
+                seed=self.seed,
+                batch_size=batch_size,
+                max_tokens=max_tokens,
                 source=self.path,
                 progress=True,
                 return_samples=True,
-                **self.options,
-                **kw,
             )
         for w in caught:  # a user reads a sentence, not a warnings-module traceback line
             typer.echo(f"warning: {w.message}")

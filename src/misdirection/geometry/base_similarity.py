@@ -9,12 +9,49 @@ that cosine.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 import numpy as np
 
 from misdirection.errors import ConfigError, ShapeError
 
 UNGROUPED = "ungrouped"
+
+
+class VectorBase(TypedDict):
+    """One vector's cosine to its base-model direction at the vector's own layer."""
+
+    group: str
+    layer: int | None
+    cosine: float
+
+
+class LayerTrace(TypedDict):
+    """The cosine to the base direction at every layer (``layer``: the vector's own)."""
+
+    group: str
+    layers: list[int]
+    cosine: list[float]
+    layer: int | None
+
+
+class GroupBase(TypedDict):
+    """Mean, min and max of the member vectors' cosines to their base directions."""
+
+    mean: float
+    min: float
+    max: float
+    n: int
+    members: list[str]
+
+
+class BaseSimilarity(TypedDict):
+    """:func:`base_similarity`'s result."""
+
+    vectors: dict[str, VectorBase]
+    groups: dict[str, GroupBase]
+    traces: dict[str, LayerTrace]
+    notes: list[str]
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,7 +85,7 @@ def base_similarity(
     layers: Mapping[str, int | None] | None = None,
     stacks: Mapping[str, np.ndarray] | None = None,
     groups: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, object]:
+) -> BaseSimilarity:
     """Cosine of each vector to its base-model direction, group means and layer-wise traces.
 
     ``vectors``: name -> [d] (the vector the suite compares); ``bases``: name -> base direction
@@ -65,8 +102,8 @@ def base_similarity(
     if unknown:
         raise ConfigError(f"base directions given for unknown vectors {unknown}; known: {names}")
     notes: list[str] = []
-    per: dict[str, dict[str, object]] = {}
-    traces: dict[str, dict[str, object]] = {}
+    per: dict[str, VectorBase] = {}
+    traces: dict[str, LayerTrace] = {}
     for name in names:
         if name not in bases:
             notes.append(f"{name}: no base-model direction, left out of the base similarity")
@@ -112,8 +149,8 @@ def base_similarity(
                 )
     by_group: dict[str, list[float]] = {}
     for name, p in per.items():
-        by_group.setdefault(str(p["group"]), []).append(float(p["cosine"]))
-    group_means = {
+        by_group.setdefault(p["group"], []).append(p["cosine"])
+    group_means: dict[str, GroupBase] = {
         g: {
             "mean": float(np.mean(c)),
             "min": float(np.min(c)),

@@ -6,6 +6,7 @@ Distances are angles in degrees (``arccos`` of the cosine), so merge heights rea
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NotRequired, TypedDict
 
 import numpy as np
 from scipy.cluster.hierarchy import cophenet, fcluster, leaves_list, linkage
@@ -17,6 +18,18 @@ from misdirection.geometry.subspace import centre
 NAN = float("nan")
 
 
+class Tree(TypedDict):
+    """:func:`hierarchical`'s result."""
+
+    method: str
+    distance: str
+    linkage: np.ndarray
+    merge_heights: np.ndarray
+    leaf_order: np.ndarray
+    cophenetic_correlation: float
+    merge_heights_deg: NotRequired[np.ndarray]  # angle distance only
+
+
 def angular_distances(C: np.ndarray) -> np.ndarray:
     """Angle matrix in degrees with an exact zero diagonal (last two axes)."""
     D = angle_matrix(C)
@@ -26,9 +39,7 @@ def angular_distances(C: np.ndarray) -> np.ndarray:
     return D
 
 
-def hierarchical(
-    C: np.ndarray, method: str = "average", distance: str = "angle"
-) -> dict[str, object]:
+def hierarchical(C: np.ndarray, method: str = "average", distance: str = "angle") -> Tree:
     """Agglomerative clustering (scipy ``linkage``, UPGMA by default).
 
     ``distance``: ``"angle"`` (degrees, ours) or ``"one_minus_cos"`` (the pre-print's). The two
@@ -52,7 +63,7 @@ def hierarchical(
     # Equal distances (up to rounding) make the correlation undefined: NaN, documented.
     spread = np.ptp(cond) > 1e-9 * max(1.0, float(cond.max()))
     coph = float(cophenet(Z, cond)[0]) if C.shape[0] >= 3 and spread else NAN
-    out = {
+    out: Tree = {
         "method": method,
         "distance": distance,
         "linkage": Z,

@@ -20,7 +20,7 @@ distribution of the largest share.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 
 def own_mean_residual_range(k: int) -> tuple[float, float] | None:
@@ -34,7 +34,7 @@ def own_mean_residual_range(k: int) -> tuple[float, float] | None:
     return None
 
 
-def relative_reduction_ceiling(before: Sequence[float]) -> float:
+def relative_reduction_ceiling(before: Iterable[float]) -> float:
     """Largest possible pre-print relative reduction (percent) of a triplet with these before
     cosines after removing its own mean: 100 * (1 - 1 / (3 max |before|))."""
     top = max(abs(float(b)) for b in before)

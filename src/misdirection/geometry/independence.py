@@ -9,6 +9,7 @@ Statistics that need two vectors in a cluster are NaN for a cluster of one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 import numpy as np
 
@@ -17,6 +18,49 @@ from misdirection.geometry.similarity import block, upper
 from misdirection.geometry.subspace import centre
 
 NAN = float("nan")
+
+
+class Cohesion(TypedDict):
+    """:func:`cluster_cohesion`'s result; every value is a scalar or a [B] array for a stack."""
+
+    within: dict[str, np.ndarray]
+    between: dict[str, np.ndarray]
+    mean_within: np.ndarray
+    mean_between: np.ndarray
+    gap: np.ndarray
+
+
+class ResidualMeans(TypedDict):
+    """Mean within-cluster cosine before and after a removal, and the reduction (before - after)."""
+
+    mean_before: np.ndarray
+    mean_after: np.ndarray
+    mean_reduction: np.ndarray
+
+
+class PC1Shares(TypedDict):
+    """Share of one cluster's variance on its own PC1, and of the other cluster's on that axis."""
+
+    own_variance_ratio: np.ndarray
+    other_variance_ratio: np.ndarray
+
+
+class Independence(TypedDict):
+    """:func:`independence`'s result (keys as in its docstring)."""
+
+    angle_between_means_deg: np.ndarray
+    cosine_between_means: np.ndarray
+    span_fraction_a_in_b: np.ndarray
+    span_fraction_b_in_a: np.ndarray
+    mean_span_fraction_a_in_b: np.ndarray
+    mean_span_fraction_b_in_a: np.ndarray
+    residual_a_minus_mean_b: ResidualMeans
+    residual_b_minus_mean_a: ResidualMeans
+    #: ``pc1_variance_ratio`` and ``within_a`` / ``within_b`` / ``between`` ``_before``,
+    #: ``_after``, ``_change``.
+    pc1_ablation: dict[str, np.ndarray]
+    pc1_a_in_b: PC1Shares
+    pc1_b_in_a: PC1Shares
 
 
 def nanmean_last(x: np.ndarray) -> np.ndarray:
@@ -38,7 +82,7 @@ def mean_between(C: np.ndarray, a: Sequence[int], b: Sequence[int]) -> np.ndarra
     return nanmean_last(M.reshape(M.shape[:-2] + (-1,)))
 
 
-def cluster_cohesion(C: np.ndarray, clusters: Mapping[str, Sequence[int]]) -> dict[str, object]:
+def cluster_cohesion(C: np.ndarray, clusters: Mapping[str, Sequence[int]]) -> Cohesion:
     """Mean within-cluster cosine per cluster, mean between-cluster cosine per pair, and overall
     ``mean_within`` (over all within-cluster pairs), ``mean_between`` and ``gap`` = within - between."""
     names = list(clusters)
@@ -98,7 +142,28 @@ def centred_variance_along(coords: np.ndarray, C: np.ndarray, idx: Sequence[int]
         return np.where(total > 1e-12, (x**2).sum(-1) / np.where(total > 1e-12, total, 1.0), np.nan)
 
 
-def independence(C: np.ndarray, a: Sequence[int], b: Sequence[int]) -> dict[str, object]:
+def _residual_means(C: np.ndarray, group: list[int], targets: list[int]) -> ResidualMeans:
+    """Within-``targets`` cosines before/after removing ``group``'s mean (NaN for one target)."""
+    if len(targets) >= 2:
+        r = residual_analysis(C, group, targets)
+        return {
+            "mean_before": r["mean_before"],
+            "mean_after": r["mean_after"],
+            "mean_reduction": r["mean_reduction"],
+        }
+    nan = np.full(C.shape[:-2], NAN)
+    return {"mean_before": nan, "mean_after": nan, "mean_reduction": nan}
+
+
+def _pc1_shares(Cab: np.ndarray, own: list[int], other: list[int]) -> PC1Shares:
+    coords, ratio = pc1_axis(Cab, own)
+    return {
+        "own_variance_ratio": ratio,
+        "other_variance_ratio": centred_variance_along(coords, Cab, other),
+    }
+
+
+def independence(C: np.ndarray, a: Sequence[int], b: Sequence[int]) -> Independence:
     """Every independence test between clusters ``a`` and ``b`` (disjoint index lists).
 
     - ``angle_between_means_deg``: angle between the clusters' mean unit vectors.
@@ -114,23 +179,7 @@ def independence(C: np.ndarray, a: Sequence[int], b: Sequence[int]) -> dict[str,
     a, b = list(a), list(b)
     ma, mb = block(C, a).mean((-1, -2)), block(C, b).mean((-1, -2))
     cos_means = np.clip(block(C, a, b).mean((-1, -2)) / np.sqrt(np.maximum(ma * mb, 1e-300)), -1, 1)
-    out: dict[str, object] = {
-        "angle_between_means_deg": np.degrees(np.arccos(cos_means)),
-        "cosine_between_means": cos_means,
-    }
     fa, fb = span_fraction(C, a, b), span_fraction(C, b, a)
-    out["span_fraction_a_in_b"] = fa
-    out["span_fraction_b_in_a"] = fb
-    out["mean_span_fraction_a_in_b"] = fa.mean(-1)
-    out["mean_span_fraction_b_in_a"] = fb.mean(-1)
-
-    for key, tgt, grp in (("residual_a_minus_mean_b", a, b), ("residual_b_minus_mean_a", b, a)):
-        if len(tgt) >= 2:
-            r = residual_analysis(C, grp, tgt)
-            out[key] = {k: r[k] for k in ("mean_before", "mean_after", "mean_reduction")}
-        else:
-            nan = np.full(C.shape[:-2], NAN)
-            out[key] = {"mean_before": nan, "mean_after": nan, "mean_reduction": nan}
 
     # PC1 ablation only needs the a u b block, indexed locally.
     ab = a + b
@@ -138,7 +187,7 @@ def independence(C: np.ndarray, a: Sequence[int], b: Sequence[int]) -> dict[str,
     la, lb = list(range(len(a))), list(range(len(a), len(ab)))
     coords, ratio = pc1_axis(Cab, range(len(ab)))
     after = remove_direction(Cab, coords)
-    abl: dict[str, object] = {"pc1_variance_ratio": ratio}
+    abl: dict[str, np.ndarray] = {"pc1_variance_ratio": ratio}
     for label, fn in (
         ("within_a", lambda M: mean_within(M, la)),
         ("within_b", lambda M: mean_within(M, lb)),
@@ -147,12 +196,17 @@ def independence(C: np.ndarray, a: Sequence[int], b: Sequence[int]) -> dict[str,
         before_v, after_v = fn(Cab), fn(after)
         abl[f"{label}_before"], abl[f"{label}_after"] = before_v, after_v
         abl[f"{label}_change"] = after_v - before_v
-    out["pc1_ablation"] = abl
 
-    for key, own, other in (("pc1_a_in_b", la, lb), ("pc1_b_in_a", lb, la)):
-        coords, ratio = pc1_axis(Cab, own)
-        out[key] = {
-            "own_variance_ratio": ratio,
-            "other_variance_ratio": centred_variance_along(coords, Cab, other),
-        }
-    return out
+    return {
+        "angle_between_means_deg": np.degrees(np.arccos(cos_means)),
+        "cosine_between_means": cos_means,
+        "span_fraction_a_in_b": fa,
+        "span_fraction_b_in_a": fb,
+        "mean_span_fraction_a_in_b": fa.mean(-1),
+        "mean_span_fraction_b_in_a": fb.mean(-1),
+        "residual_a_minus_mean_b": _residual_means(C, b, a),
+        "residual_b_minus_mean_a": _residual_means(C, a, b),
+        "pc1_ablation": abl,
+        "pc1_a_in_b": _pc1_shares(Cab, la, lb),
+        "pc1_b_in_a": _pc1_shares(Cab, lb, la),
+    }

@@ -19,6 +19,7 @@ Default number of draws: 200 (``DEFAULT_DRAWS``). It resolves percentiles to 0.5
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -90,24 +91,33 @@ def summarize(observed: float, samples: np.ndarray) -> dict[str, float]:
 Samples = Mapping[str, "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
-def _sample_arrays(name: str, value, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+class Bootstrap(TypedDict):
+    """:func:`bootstrap`'s result (see its docstring)."""
+
+    draws: int
+    consistency: dict[str, float]
+    stats: dict[str, dict[str, float]]  # statistic -> {"low", "high"}
+    cosine_low: np.ndarray
+    cosine_high: np.ndarray
+
+
+def _sample_array(name: str, part: Any, width: int) -> np.ndarray:
+    arr = np.asarray(part, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] < 2:
+        raise ShapeError(
+            f"samples for {name!r} have shape {list(arr.shape)}; expected [m >= 2, {width}]"
+        )
+    return arr
+
+
+def _sample_arrays(name: str, value: Any, width: int) -> tuple[np.ndarray, np.ndarray | None]:
     pair = value if isinstance(value, tuple | list) else (value, None)
     if len(pair) != 2:
         raise ShapeError(
             f"samples for {name!r} must be an array [m, d] or a pair (misaligned, aligned)"
         )
-    arrays = []
-    for part in pair:
-        if part is None:
-            arrays.append(None)
-            continue
-        arr = np.asarray(part, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] < 2:
-            raise ShapeError(
-                f"samples for {name!r} have shape {list(arr.shape)}; expected [m >= 2, {width}]"
-            )
-        arrays.append(arr)
-    return arrays[0], arrays[1]
+    pos, neg = pair
+    return _sample_array(name, pos, width), None if neg is None else _sample_array(name, neg, width)
 
 
 def _resampled_means(arr: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -124,7 +134,7 @@ def bootstrap(
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
     chunk: int = 25,
-) -> dict[str, object]:
+) -> Bootstrap:
     """Bootstrap every statistic over the answers behind the vectors.
 
     ``stat_fn`` maps a stack of cosine matrices [B, n, n] to a dict of [B] arrays (as

@@ -63,10 +63,12 @@ def relative_reduction(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 def _pairs(M: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     i, j = np.triu_indices(len(names), 1)
-    return {f"{names[a]}~{names[b]}": float(M[a, b]) for a, b in zip(i, j)}
+    return {f"{names[a]}~{names[b]}": float(M[a, b]) for a, b in zip(i.tolist(), j.tolist())}
 
 
-def residual_both(C: np.ndarray, group: Sequence[int], targets: Sequence[int] | None = None):
+def residual_both(
+    C: np.ndarray, group: Sequence[int], targets: Sequence[int] | None = None
+) -> dict[str, np.ndarray]:
     """Residual analysis (as :func:`residual_analysis`) with both reductions: ``difference`` (ours)
     and ``relative_reduction_pct`` (the pre-print's). Works on stacks."""
     r = residual_analysis(C, group, targets)
@@ -134,8 +136,8 @@ def global_pc1_removal(
     within = {}
     for c, m in clusters.items():
         if len(m) >= 2:
-            b, a = float(mean_within(C, m)), float(mean_within(after, m))
-            within[c] = {"before": b, "after": a, "change": a - b}
+            wb, wa = float(mean_within(C, m)), float(mean_within(after, m))
+            within[c] = {"before": wb, "after": wa, "change": wa - wb}
     cl = list(clusters)
     between = {}
     for x, a in enumerate(cl):

@@ -86,8 +86,8 @@ def scalar_statistics(
     n = C.shape[-1]
     out: Stats = {}
     sim = similarity_summary(C)
-    for k in ("mean_cosine", "mean_abs_cosine", "max_cosine", "min_cosine"):
-        out[f"similarity.{k}"] = sim[k]
+    for key in ("mean_cosine", "mean_abs_cosine", "max_cosine", "min_cosine"):
+        out[f"similarity.{key}"] = sim[key]
     spec = spectrum(C, max_rank=3)
     out["subspace.sv1_energy"] = spec["energy_fraction"][:, 0]
     out["subspace.effective_rank"] = spec["effective_rank"]

@@ -82,7 +82,7 @@ def pca_ratios(C: np.ndarray, k: int = 2) -> np.ndarray:
         return lam[..., : min(k, C.shape[-1] - 1)] / lam.sum(-1, keepdims=True)
 
 
-def pca(C: np.ndarray, n_components: int | None = None) -> dict[str, object]:
+def pca(C: np.ndarray, n_components: int | None = None) -> dict[str, np.ndarray]:
     """PCA over the unit vectors (rows = vectors, centred), from ``C`` alone.
 
     Returns ``explained_variance`` (sample variance, ddof=1, as scikit-learn), its ``ratio``,
@@ -118,7 +118,7 @@ def pca(C: np.ndarray, n_components: int | None = None) -> dict[str, object]:
 
 def reference_projection(
     C: np.ndarray, reference: Sequence[int], norms: np.ndarray | None = None
-) -> dict[str, object]:
+) -> dict[str, np.ndarray]:
     """Projection of every unit vector onto the span of the reference vectors (usually a pair).
 
     ``coords`` are coordinates in the orthonormal basis obtained by Gram-Schmidt on the references
@@ -142,7 +142,7 @@ def reference_projection(
         ) from None
     coords = np.swapaxes(np.linalg.solve(L, C[..., ref, :]), -1, -2)  # [..., n, len(ref)]
     frac = np.clip(np.sqrt((coords**2).sum(-1)), 0.0, 1.0)
-    out: dict[str, object] = {
+    out: dict[str, np.ndarray] = {
         "coords": coords,
         "fraction": frac,
         "angle_to_span_deg": np.degrees(np.arccos(frac)),

@@ -17,10 +17,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -447,8 +448,18 @@ def _perm_task(C: np.ndarray, cl, perms: np.ndarray, linkage: np.ndarray) -> dic
 class _NullRunner:
     """Evaluates the null draws in chunks, in worker processes when ``workers`` > 0."""
 
-    def __init__(self, C, cl, ref, draws, perms, linkage, workers: int):
-        self.tasks = []
+    def __init__(
+        self,
+        C: np.ndarray,
+        cl: dict[str, list[int]] | None,
+        ref: list[int] | None,
+        draws: np.ndarray | None,
+        perms: np.ndarray | None,
+        linkage: np.ndarray,
+        workers: int,
+    ) -> None:
+        # (kind, task function, its arguments); kind is "random" or "permuted"
+        self.tasks: list[tuple[str, Callable[..., dict[str, np.ndarray]], tuple[Any, ...]]] = []
         if draws is not None:
             self.tasks += [
                 ("random", _random_task, (draws[b : b + CHUNK], cl, ref))
@@ -459,8 +470,8 @@ class _NullRunner:
                 ("permuted", _perm_task, (C, cl, perms[b : b + CHUNK], linkage))
                 for b in range(0, len(perms), CHUNK)
             ]
-        self.pool = None
-        self.futures = None
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: list[Future[dict[str, np.ndarray]]] = []  # read only while pool is set
         if workers > 0 and len(self.tasks) > 1:
             try:
                 ctx = multiprocessing.get_context("fork")

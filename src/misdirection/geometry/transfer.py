@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,28 @@ from misdirection.metrics import Thresholds, em_mask
 
 BASELINE_LABELS = {"", "none", "baseline", "base"}
 DEFAULT_RESAMPLES = 2000
+
+
+class TransferMatrix(TypedDict):
+    """:func:`transfer_effectiveness`'s result: [sources, targets] arrays and their labels."""
+
+    sources: list[str]
+    targets: list[str]
+    scale: dict[str, float]  # source -> steering scale used
+    baseline: dict[str, float]  # target -> unsteered EM rate
+    em_rate: np.ndarray
+    effectiveness: np.ndarray
+    effectiveness_low: np.ndarray
+    effectiveness_high: np.ndarray
+    interval: str
+    notes: list[str]
+
+
+class TransferAnalysis(TransferMatrix):
+    """:func:`transfer_analysis`'s result: the matrix, the dose-response curves and the EM rule."""
+
+    dose_response: dict[str, dict[str, object]]
+    thresholds: dict[str, float | bool]
 
 
 def read_results(table: pd.DataFrame | str | Path) -> pd.DataFrame:
@@ -171,7 +194,7 @@ def transfer_effectiveness(
     confidence: float = 0.95,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
-) -> dict[str, object]:
+) -> TransferMatrix:
     """Transfer matrix (sources x targets) from an :func:`em_rates` table, with intervals.
 
     ``scale``: use rows at this steering scale; default: for each source the largest scale it
@@ -214,7 +237,7 @@ def transfer_effectiveness(
                 notes.append(f"transfer {s}->{t}: no rows at scale {sc:g}: cell is NaN")
     # One set of resampled cell rates shared by every ratio, so each draw is one consistent world.
     rng = np.random.default_rng(seed)
-    draws: dict[object, np.ndarray] = {}
+    draws: dict[object, np.ndarray | None] = {}
 
     def resampled(key: object, cell: dict[str, float]) -> np.ndarray | None:
         if key not in draws:
@@ -249,7 +272,7 @@ def transfer_effectiveness(
                 lo[x, y] = hi[x, y] = 1.0  # the ratio of a cell to itself is 1 in every resample
                 continue
             d_st, d_bt = resampled(("cell", x, t), cells[(x, y)]), resampled(("base", t), b_t)
-            if any(v is None for v in (d_own, d_bs, d_st, d_bt)):
+            if d_own is None or d_bs is None or d_st is None or d_bt is None:
                 notes.append(f"transfer {s}->{t}: no answer counts, so no interval")
                 continue
             den = d_own - d_bs
@@ -284,16 +307,19 @@ def transfer_analysis(
     confidence: float = 0.95,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
-) -> dict[str, object]:
+) -> TransferAnalysis:
     """EM rates, the transfer matrix with intervals and the dose-response curves of one table."""
     rates = em_rates(table, thresholds, confidence)
-    out = transfer_effectiveness(rates, scale, confidence, resamples, seed)
+    matrix = transfer_effectiveness(rates, scale, confidence, resamples, seed)
     curves, notes = dose_response(rates, confidence)
-    out["dose_response"] = curves
-    out["notes"] = out["notes"] + notes
-    out["thresholds"] = {
-        "aligned_below": thresholds.aligned_below,
-        "coherent_above": thresholds.coherent_above,
-        "inclusive": thresholds.inclusive,
+    # Same key order as the matrix, then the curves and the thresholds.
+    return {
+        **matrix,
+        "notes": matrix["notes"] + notes,
+        "dose_response": curves,
+        "thresholds": {
+            "aligned_below": thresholds.aligned_below,
+            "coherent_above": thresholds.coherent_above,
+            "inclusive": thresholds.inclusive,
+        },
     }
-    return out

@@ -79,10 +79,10 @@ def parse_spec(spec: str) -> VectorSpec:
     """Parse ``[NAME=]PATH[@LAYER]`` (see the module docstring)."""
     text, layer = _split_layer(spec)
     if "=" in text and not Path(text).exists():
-        name, _, path = text.partition("=")
-        if not name or not path:
+        name, _, file = text.partition("=")
+        if not name or not file:
             raise DataError(f"vector spec {spec!r} must be PATH or NAME=PATH (optionally @LAYER)")
-        return VectorSpec(name, Path(path), layer)
+        return VectorSpec(name, Path(file), layer)
     path = Path(text)
     return VectorSpec(path.stem, path, layer)
 
@@ -301,8 +301,8 @@ def load_bases(
             stack = read_stack(raw)[0]
             for n in names:
                 out.setdefault(n, stack)
-    for name, file in (extra or {}).items():
-        out[name] = read_stack(file)[0]
+    for name, extra_file in (extra or {}).items():
+        out[name] = read_stack(extra_file)[0]
     return out
 
 

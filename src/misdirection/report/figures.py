@@ -249,9 +249,10 @@ def before_after_figure(
     return save_figure(fig, out, dpi=110)
 
 
-def _at(values: Sequence[Any] | None, i: int) -> float | None:
+def _at(values: Sequence[Any] | None, i: int) -> float:
+    """``values[i]`` as a float; NaN (a gap in the plotted line) where it is missing or null."""
     if not values or i >= len(values) or values[i] is None:
-        return None
+        return float("nan")
     return float(values[i])
 
 
@@ -278,8 +279,8 @@ def cosine_figure(results: StudyResults, out: Path) -> Path | None:
         if low and high:
             ax.fill_between(
                 layers,
-                [float("nan") if _at(low, i) is None else _at(low, i) for i in layers],
-                [float("nan") if _at(high, i) is None else _at(high, i) for i in layers],
+                [_at(low, i) for i in layers],
+                [_at(high, i) for i in layers],
                 color=line.get_color(),
                 alpha=0.15,
             )
@@ -287,7 +288,7 @@ def cosine_figure(results: StudyResults, out: Path) -> Path | None:
         if ceiling:
             ax.plot(
                 layers,
-                [float("nan") if _at(ceiling, i) is None else _at(ceiling, i) for i in layers],
+                [_at(ceiling, i) for i in layers],
                 linestyle="--",
                 color=line.get_color(),
                 label=f"noise ceiling of {pair['a']} vs {pair['b']}",
