@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
             source_layer,
             question_set,
             backend,
-            modes=mode or ("layerwise", "single"),
+            modes=_modes(mode),
             layers=parse_layers(layers),
             random_controls=random_control,
             control_kind=control_kind,  # type: ignore[arg-type]
@@ -165,3 +165,16 @@ def register(app: typer.Typer) -> None:
             )
         )
         console.print(f"wrote {out / 'transfer.csv'} and {out / 'results.json'}")
+
+
+def _modes(modes: list[str]) -> list[Literal["layerwise", "single"]]:
+    """The ablation modes asked for (default both); an unknown one fails with its name."""
+    from misdirection.errors import ConfigError
+
+    out: list[Literal["layerwise", "single"]] = []
+    for m in modes or ["layerwise", "single"]:
+        if m == "layerwise" or m == "single":
+            out.append(m)
+        else:
+            raise ConfigError(f"--mode must be layerwise or single, got {m!r}")
+    return out
