@@ -173,8 +173,10 @@ def _modes(modes: list[str]) -> list[Literal["layerwise", "single"]]:
 
     out: list[Literal["layerwise", "single"]] = []
     for m in modes or ["layerwise", "single"]:
-        if m == "layerwise" or m == "single":
-            out.append(m)
+        if m == "layerwise":
+            out.append("layerwise")
+        elif m == "single":
+            out.append("single")
         else:
             raise ConfigError(f"--mode must be layerwise or single, got {m!r}")
     return out
