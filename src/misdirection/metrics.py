@@ -36,6 +36,7 @@ import pandas as pd
 
 from misdirection.errors import DataError
 from misdirection.intervals import wilson
+from misdirection.io import to_jsonable
 from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE, TOPIC_ABOVE
 
 #: Topic judge columns the summary reports when present.
@@ -73,7 +74,7 @@ class Share:
     method: str = "wilson"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json_number(v) for k, v in asdict(self).items()}
+        return to_jsonable(asdict(self))
 
 
 def share(name: str, count: int, n: int, confidence: float = 0.95) -> Share:
@@ -165,13 +166,6 @@ class Summary:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-
-def _json_number(v: Any) -> Any:
-    # JSON has no NaN; an undefined share (empty denominator) becomes null.
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v
 
 
 @overload

@@ -9,33 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-
-def to_jsonable(obj):
-    """Recursively turn numpy arrays/scalars into lists/floats and NaN/inf into None."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        if obj.ndim == 0:
-            return to_jsonable(obj.item())
-        if obj.dtype.kind == "f":
-            # Fast path for big float matrices: round-trip through tolist, then patch non-finite.
-            arr = obj.astype(np.float64)
-            if np.isfinite(arr).all():
-                return arr.tolist()
-            return [to_jsonable(v) for v in arr]
-        return [to_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
+from misdirection.io import atomic_write_text, to_jsonable
 
 
 def write_json(data: Mapping, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(to_jsonable(data), indent=1, allow_nan=False))
+    atomic_write_text(path, json.dumps(to_jsonable(data), indent=1, allow_nan=False))
     return path
 
 

@@ -38,7 +38,7 @@ from misdirection.geometry.nulls import (
     summarize,
 )
 from misdirection.geometry.preprint import preprint_analyses
-from misdirection.geometry.report import markdown_summary, to_jsonable, write_json
+from misdirection.geometry.report import markdown_summary, write_json
 from misdirection.geometry.residual import residual_analysis
 from misdirection.geometry.similarity import (
     angle_matrix,
@@ -50,6 +50,7 @@ from misdirection.geometry.statistics import cluster_statistics, scalar_statisti
 from misdirection.geometry.subspace import pca, reference_projection, spectrum
 from misdirection.geometry.triangles import triangle_consistency
 from misdirection.geometry.vectors import validate_vectors
+from misdirection.io import to_jsonable
 from misdirection.metrics import Thresholds
 
 FORMAT = "misdirection.geometry/1"
