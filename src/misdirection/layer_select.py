@@ -461,18 +461,16 @@ def select_layer(
     answers: list[pd.DataFrame] = []
     engine = None
     if judge is not None:
-        from misdirection.engine import Engine, SamplingSettings
+        from misdirection.evaluate import make_engine
 
-        engine = Engine(
+        engine = make_engine(
             lm,
             questions,
             judge,
-            sampling=SamplingSettings(
-                samples_per_paraphrase=n_per_question,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                seed=seed,
-            ),
+            n=n_per_question,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
             progress=False,
         )
         stats, scored = _judged(engine, None, "baseline")
