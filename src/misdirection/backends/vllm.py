@@ -50,7 +50,10 @@ def vllm_available() -> str | None:
     try:
         import vllm  # noqa: F401
     except (ImportError, RuntimeError, OSError, AttributeError) as exc:  # broken installs too
-        return f"vllm is not importable ({type(exc).__name__}: {exc}); install the 'vllm' extra"
+        return (
+            f"vllm is not importable ({type(exc).__name__}: {exc}); CPU: make install-vllm, "
+            "CUDA: pip install -e '.[vllm]'"
+        )
     return None
 
 
@@ -261,6 +264,13 @@ class VLLMBackend:
         ):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"vllm option {key} must be a positive integer, got {value!r}")
+        if data_parallel_size > 1:
+            raise ConfigError(
+                f"vllm option data_parallel_size={data_parallel_size}: vLLM's offline engine "
+                "refuses data parallelism in one process (vLLM 0.32); run one process per GPU "
+                "group on its own conditions instead (README: Sampling with vLLM), or use "
+                "tensor_parallel_size"
+            )
         if not 0 < float(gpu_memory_utilization) <= 1:
             raise ConfigError(
                 f"vllm option gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"

@@ -211,7 +211,8 @@ def install(plan: HookPlan, model: nn.Module) -> int:
     like = next(model.parameters())
     handles = []
     try:
-        # Module hooks first: a block's own parts act before the block-output hooks see it.
+        # Prepended: the plan's hooks run before any other hook on a module (e.g. a probe), which
+        # sees what they wrote, whichever was installed first. One plan hook per module and site.
         if plan.modules and get_tensor_model_parallel_world_size() > 1:
             raise RuntimeError(
                 "adapters and weight-form edits are applied per module and need "
@@ -220,23 +221,27 @@ def install(plan: HookPlan, model: nn.Module) -> int:
         for name, ops in plan.modules.items():
             mod, lo, hi = _module_target(model, name)
             hi = hi if hi >= 0 else 2**62
-            handles.append(mod.register_forward_hook(_linear_hook(_on_device(ops, like), lo, hi)))
+            handles.append(
+                mod.register_forward_hook(_linear_hook(_on_device(ops, like), lo, hi), prepend=True)
+            )
         if plan.embed:
             handles.append(
                 blocks[0].register_forward_pre_hook(
-                    _embed_hook(_on_device(plan.embed, like)), with_kwargs=True
+                    _embed_hook(_on_device(plan.embed, like)), with_kwargs=True, prepend=True
                 )
             )
         for i, ops in plan.mlp_in.items():
             norm = blocks[i].post_attention_layernorm
             handles.append(
                 norm.register_forward_pre_hook(
-                    _mlp_in_hook(_on_device(ops, like)), with_kwargs=True
+                    _mlp_in_hook(_on_device(ops, like)), with_kwargs=True, prepend=True
                 )
             )
         for i, ops in plan.blocks.items():
             handles.append(
-                blocks[i].register_forward_hook(_block_output_hook(_on_device(ops, like)))
+                blocks[i].register_forward_hook(
+                    _block_output_hook(_on_device(ops, like)), prepend=True
+                )
             )
     except Exception:
         for h in handles:
