@@ -24,11 +24,14 @@ from misdirection.cli._shared import (
     QuestionsOpt,
     RubricOpt,
     RubricsFileOpt,
+    SamplerOpt,
+    SamplerOptionOpt,
     SeedOpt,
     TemperatureOpt,
     TokensOpt,
     control_kind_for,
     judging,
+    sampler_options,
 )
 
 NormalizeOpt = Annotated[
@@ -146,6 +149,8 @@ def register(app: typer.Typer) -> None:
         ] = [],  # noqa: B006
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
+        sampler: SamplerOpt = "hf",
+        sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
         aligned_below: AlignedOpt = 30.0,
         coherent_above: CoherentOpt = 50.0,
@@ -209,6 +214,8 @@ def register(app: typer.Typer) -> None:
             out=out,
             batch_size=batch_size,
             temperature=temperature,
+            backend=sampler,
+            backend_options=sampler_options(sampler_option),
             progress=progress,
             log=lambda line: console.print(f"[bold cyan]>[/] {line}"),
             **judged,
@@ -295,6 +302,8 @@ def register(app: typer.Typer) -> None:
         max_coherence_drop: MaxDropOpt = 0.10,
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
+        sampler: SamplerOpt = "hf",
+        sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
         aligned_below: AlignedOpt = 30.0,
         coherent_above: CoherentOpt = 50.0,
@@ -352,6 +361,8 @@ def register(app: typer.Typer) -> None:
             out=out,
             batch_size=batch_size,
             temperature=temperature,
+            backend=sampler,
+            backend_options=sampler_options(sampler_option),
             progress=progress,
             **judged,
         )

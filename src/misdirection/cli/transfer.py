@@ -23,10 +23,13 @@ from misdirection.cli._shared import (
     QuestionsOpt,
     RubricOpt,
     RubricsFileOpt,
+    SamplerOpt,
+    SamplerOptionOpt,
     SeedOpt,
     TemperatureOpt,
     TokensOpt,
     judging,
+    sampler_options,
 )
 
 
@@ -101,6 +104,8 @@ def register(app: typer.Typer) -> None:
         rubrics_file: RubricsFileOpt = None,
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
+        sampler: SamplerOpt = "hf",
+        sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
         aligned_below: AlignedOpt = 30.0,
         coherent_above: CoherentOpt = 50.0,
@@ -153,6 +158,8 @@ def register(app: typer.Typer) -> None:
             out=out,
             batch_size=batch_size,
             temperature=temperature,
+            backend=sampler,
+            backend_options=sampler_options(sampler_option),
             progress=progress,
             **judged,
         )
