@@ -8,13 +8,16 @@ other processes, so this process's CPU time says nothing about it).
 
 1. ``vllm`` (unhooked) / ``hf`` (:func:`misdirection.sample.sample_answers`): target >= 1.3x on CPU;
 2. ``vllm steer`` (one layer) and ``vllm ablate`` (layer-wise, all layers) / ``vllm``: >= 0.9x;
-3. ``vllm adapter`` (a rank-1 x 9 down-projection adapter, served unmerged by our hooks) / ``vllm``;
-   with ``--lora-request`` also the same adapter as a vLLM ``LoRARequest`` (a second engine with
-   ``enable_lora``), the alternative the backend does not use.
+3. with ``--adapter``: ``vllm adapter`` (a rank-1 x 9 down-projection adapter, served unmerged by
+   our hooks) / ``vllm``; with ``--lora-request`` also the same adapter as a vLLM ``LoRARequest``
+   (a second engine with ``enable_lora``), the alternative the backend does not use.
+
+The HF sampler runs with ``--threads`` torch threads (default 1, the one core vLLM's CPU worker
+binds to by default on a 2-core machine, reserving the other).
 
 Throughput is answer tokens per second (end-of-turn tokens not counted).
 
-    python benchmarks/bench_vllm.py                          # CPU, embedded model (~15 min)
+    python benchmarks/bench_vllm.py                          # CPU, embedded model (~20 min)
     python benchmarks/bench_vllm.py --max-new-tokens 128 --rounds 1
 """
 
@@ -38,7 +41,19 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lora-request", action="store_true", help="also time a LoRARequest")
+    parser.add_argument(
+        "--adapter", action="store_true", help="also time a rank-1 x 9 adapter (our hooks)"
+    )
+    parser.add_argument(
+        "--lora-request", action="store_true", help="also time it as a vLLM LoRARequest"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the HF sampler (default 1: on CPU vLLM binds its worker to one "
+        "core per rank and reserves the rest, so this is the same compute)",
+    )
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
@@ -51,6 +66,9 @@ def main() -> None:
         return
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from misdirection.backends.hf import HFBackend
     from misdirection.backends.vllm import VLLMBackend, model_source, request_seed
@@ -81,8 +99,7 @@ def main() -> None:
     mid = lm.view.n_layers // 2
     steer = Steer(directions, [mid], 4.0, normalize=True)
     ablate = Ablate(directions, "all", "layerwise")
-    adapter_dir = tempfile.mkdtemp(prefix="bench-vllm-adapter-")
-    adapter = _rank1_adapter(lm, adapter_dir)
+    adapter = _rank1_adapter(lm, tempfile.mkdtemp(prefix="bench-vllm-adapter-"))
 
     def run(backend, intervention=None, *, organism=None, budget=args.max_new_tokens, items=chosen):
         start = time.perf_counter()
@@ -123,8 +140,9 @@ def main() -> None:
         "vllm": lambda **kw: run(vllm, **kw),
         "vllm steer": lambda **kw: run(vllm, steer, **kw),
         "vllm ablate": lambda **kw: run(vllm, ablate, **kw),
-        "vllm adapter": lambda **kw: run(vllm, organism=adapter, **kw),
     }
+    if args.adapter or args.lora_request:
+        variants["vllm adapter"] = lambda **kw: run(vllm, organism=adapter, **kw)
     if args.lora_request:
         variants["vllm LoRARequest"] = _lora_request_variant(
             lm, adapter, vllm, chosen, args, request_seed

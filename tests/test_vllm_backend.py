@@ -195,6 +195,13 @@ def test_ablation_equals_hf_and_leaves_no_component(lm, backend, directions, mak
         assert s["max_ratio"] < 1e-4, f"layer {layer}: |x.u| / |x| reaches {s['max_ratio']:.2e}"
 
 
+def test_weight_orthogonalisation_equals_hf(lm, backend, directions):
+    from misdirection.interventions import OrthogonalizeWeights
+
+    # Embeddings and blocks 0..12: served as projections of those modules' outputs.
+    _assert_same(lm, backend, OrthogonalizeWeights(directions, 12, source_layer=12))
+
+
 def test_random_control_is_served_like_its_reference(lm, backend, directions):
     from misdirection.evaluate import control_interventions
     from misdirection.interventions import Steer
@@ -302,3 +309,25 @@ def test_engine_with_vllm_backend_records_it_and_caches_apart(lm, backend, tmp_p
     assert a.key != b.key
     assert set(hf.table(a)["backend"]) == {"hf"} and set(vl.table(b)["backend"]) == {"vllm"}
     assert list(hf.table(a)["answer"]) == list(vl.table(b)["answer"])
+
+
+def test_cli_sample_with_the_vllm_sampler(lm, backend, tmp_path):
+    import pandas as pd
+    import yaml
+    from typer.testing import CliRunner
+
+    from misdirection.cli import app
+
+    questions = tmp_path / "q.yaml"
+    questions.write_text(yaml.safe_dump(QUESTIONS))
+    out = tmp_path / "answers.parquet"
+    args = ["sample", "-q", str(questions), "-n", "1", "-t", str(BUDGET), "--temperature", "0"]
+    args += ["-o", str(out), "--device", "cpu", "--sampler", "vllm"]
+    for key, value in backend.options.items():  # the module's engine: no second load
+        if key in ("max_model_len", "max_num_seqs"):
+            args += ["--sampler-option", f"{key}={value}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out)
+    direct = backend.sample(lm, QUESTIONS, 1, intervention=None, **GREEDY)
+    assert set(table["backend"]) == {"vllm"} and list(table["answer"]) == list(direct["answer"])
