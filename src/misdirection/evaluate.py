@@ -144,8 +144,13 @@ def make_engine(
     policy: EffectPolicy | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    backend: str = "hf",
+    backend_options: Mapping[str, Any] | None = None,
 ) -> Engine:
-    """The engine of the CLI verbs and library calls: cache under ``out`` (temporary when None)."""
+    """The engine of the CLI verbs and library calls: cache under ``out`` (temporary when None).
+
+    ``backend`` / ``backend_options``: what samples the answers (see :class:`SamplingSettings`).
+    """
     return Engine(
         lm,
         questions,
@@ -157,6 +162,8 @@ def make_engine(
             temperature=float(temperature),
             batch_size=int(batch_size),
             seed=int(seed),
+            backend=backend,  # type: ignore[arg-type]  # make_backend names the known ones
+            backend_options=dict(backend_options or {}),
         ),
         rubrics=rubrics,
         custom_rubrics=custom_rubrics,

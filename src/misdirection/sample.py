@@ -54,6 +54,7 @@ COLUMNS: tuple[str, ...] = (
     "adapter",
     "intervention",
     "seed",
+    "backend",
 )
 
 # Refill once this share of the batch is free: one prefill (and one cache copy) per group of
@@ -598,6 +599,33 @@ def _decode_all(
     return finished
 
 
+def check_sampling(
+    max_new_tokens: int,
+    batch_size: int,
+    temperature: float,
+    seed: int,
+    intervention: Intervention | None,
+) -> str:
+    """Validate sampling arguments (one sentence per bad value); return the intervention column."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {temperature}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if intervention is None:
+        return ""
+    if not callable(getattr(intervention, "spec", None)) or not callable(
+        getattr(intervention, "apply", None)
+    ):
+        raise ConfigError(
+            "an intervention needs spec() -> dict and apply(model) -> context manager"
+        )
+    return json.dumps(intervention.spec(), sort_keys=True)
+
+
 def sample_answers(
     lm: LanguageModel,
     questions: Iterable[Any],
@@ -617,24 +645,7 @@ def sample_answers(
     manager that is active around all generation. Rows come in question / paraphrase / sample order.
     ``answer_tokens`` counts the answer's tokens without the end-of-turn token.
     """
-    if max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {temperature}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    spec = ""
-    if intervention is not None:
-        if not callable(getattr(intervention, "spec", None)) or not callable(
-            getattr(intervention, "apply", None)
-        ):
-            raise ConfigError(
-                "an intervention needs spec() -> dict and apply(model) -> context manager"
-            )
-        spec = json.dumps(intervention.spec(), sort_keys=True)
-
+    spec = check_sampling(max_new_tokens, batch_size, temperature, seed, intervention)
     requests = build_requests(lm, questions, n_per_paraphrase)
     active = intervention.apply(lm.model) if intervention is not None else contextlib.nullcontext()
     with active:
@@ -648,11 +659,34 @@ def sample_answers(
             progress=progress,
         )
 
-    by_id = {r.request.answer_id: r for r in rows}
+    return answers_table(
+        lm,
+        requests,
+        {r.request.answer_id: (r.tokens, r.finish_reason) for r in rows},
+        intervention_spec=spec,
+        seed=seed,
+        backend="hf",
+    )
+
+
+def answers_table(
+    lm: Any,
+    requests: Sequence[Request],
+    outcomes: Mapping[str, tuple[Sequence[int], str]],
+    *,
+    intervention_spec: str,
+    seed: int,
+    backend: str,
+) -> pd.DataFrame:
+    """The answers table of decoded requests, one row per request in ``requests``' order.
+
+    ``outcomes``: ``{answer_id: (answer tokens without the end-of-turn token, finish reason)}``.
+    Every sampling backend builds its table here, so the text is decoded by the same tokenizer call
+    and the columns are the same whichever engine decoded the tokens.
+    """
     records = []
     for req in requests:
-        row = by_id[req.answer_id]
-        tokens = row.tokens  # never holds the end-of-turn token
+        tokens, finish_reason = outcomes[req.answer_id]
         records.append(
             {
                 "answer_id": req.answer_id,
@@ -661,14 +695,15 @@ def sample_answers(
                 "question": req.question,
                 "system": req.system,
                 "sample_index": req.sample_index,
-                "answer": lm.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                "answer": lm.tokenizer.decode(list(tokens), skip_special_tokens=True).strip(),
                 "prompt_tokens": len(req.prompt_ids),
                 "answer_tokens": len(tokens),
-                "finish_reason": row.finish_reason,
+                "finish_reason": finish_reason,
                 "model": str(getattr(lm, "spec", "")),
                 "adapter": str(getattr(lm, "adapter_spec", "") or ""),
-                "intervention": spec,
+                "intervention": intervention_spec,
                 "seed": seed,
+                "backend": backend,
             }
         )
     df = pd.DataFrame.from_records(records, columns=list(COLUMNS))

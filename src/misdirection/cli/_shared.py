@@ -61,6 +61,21 @@ BatchOpt = Annotated[
 TemperatureOpt = Annotated[
     float, typer.Option("--temperature", min=0.0, help="Sampling temperature (0 = greedy).")
 ]
+SamplerOpt = Annotated[
+    str,
+    typer.Option(
+        "--sampler",
+        help="What samples the answers: hf (our decoder) or vllm (needs the vllm extra).",
+    ),
+]
+SamplerOptionOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--sampler-option",
+        help="A vllm option KEY=VALUE (repeatable; VALUE read as JSON when it parses), e.g. "
+        "max_model_len=2048, tensor_parallel_size=2, dtype=bfloat16.",
+    ),
+]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 ]
@@ -163,3 +178,21 @@ def control_kind_for(kind: str, intervention: Any) -> str:
     is_ablation = getattr(part, "kind", "") in ("ablate", "ablate-b")
     has_samples = path is not None and samples_path(path).is_file()
     return "variance-matched" if is_ablation and has_samples else "isotropic"
+
+
+def sampler_options(items: list[str]) -> dict[str, Any]:
+    """``["max_model_len=2048", "dtype=bfloat16"]`` -> ``{"max_model_len": 2048, "dtype": "bfloat16"}``."""
+    import json
+
+    from misdirection.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--sampler-option {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

@@ -24,11 +24,14 @@ from misdirection.cli._shared import (
     QuestionsOpt,
     RubricOpt,
     RubricsFileOpt,
+    SamplerOpt,
+    SamplerOptionOpt,
     SeedOpt,
     TemperatureOpt,
     TokensOpt,
     control_kind_for,
     judging,
+    sampler_options,
 )
 from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
 
@@ -150,6 +153,8 @@ def register(app: typer.Typer) -> None:
         ] = [],  # noqa: B006
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
+        sampler: SamplerOpt = "hf",
+        sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
         aligned_below: AlignedOpt = ALIGNED_BELOW,
         coherent_above: CoherentOpt = COHERENT_ABOVE,
@@ -213,6 +218,8 @@ def register(app: typer.Typer) -> None:
             out=out,
             batch_size=batch_size,
             temperature=temperature,
+            backend=sampler,
+            backend_options=sampler_options(sampler_option),
             progress=progress,
             log=lambda line: console.print(f"[bold cyan]>[/] {line}"),
             **judged,
@@ -299,6 +306,8 @@ def register(app: typer.Typer) -> None:
         max_coherence_drop: MaxDropOpt = 0.10,
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
+        sampler: SamplerOpt = "hf",
+        sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
         aligned_below: AlignedOpt = ALIGNED_BELOW,
         coherent_above: CoherentOpt = COHERENT_ABOVE,
@@ -356,6 +365,8 @@ def register(app: typer.Typer) -> None:
             out=out,
             batch_size=batch_size,
             temperature=temperature,
+            backend=sampler,
+            backend_options=sampler_options(sampler_option),
             progress=progress,
             **judged,
         )

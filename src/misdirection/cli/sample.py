@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from misdirection.cli._shared import SamplerOpt, SamplerOptionOpt, sampler_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command("sample")
@@ -48,21 +50,24 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(
             None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."
         ),
+        sampler: SamplerOpt = "hf",
+        sampler_option: SamplerOptionOpt = [],  # noqa: B006
     ) -> None:
         """Sample answers (T=1 by default) to every paraphrase of every question and write the answers table.
 
         Columns: answer_id, question_id, paraphrase_index, question, system, sample_index, answer,
-        prompt_tokens, answer_tokens, finish_reason, model, adapter, intervention, seed.
+        prompt_tokens, answer_tokens, finish_reason, model, adapter, intervention, seed, backend.
         System prompts of the question file are put in the model's input.
         """
         import time
 
         from rich.console import Console
 
+        from misdirection.backends import make_backend
         from misdirection.data.questions import load_questions
         from misdirection.errors import ConfigError
         from misdirection.models import load_model
-        from misdirection.sample import sample_answers, write_answers
+        from misdirection.sample import write_answers
 
         if out.suffix.lower() != ".parquet":
             raise ConfigError(f"--out must end in .parquet, got {out}")
@@ -71,14 +76,16 @@ def register(app: typer.Typer) -> None:
         )  # before loading the model: fail fast on a bad file
         lm = load_model(model, adapter=adapter or None, device=device)
         start = time.perf_counter()
-        df = sample_answers(
+        df = make_backend(sampler, sampler_options(sampler_option)).sample(
             lm,
             question_set,
             n,
-            max_new_tokens,
-            seed,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
             batch_size=batch_size,
             temperature=temperature,
+            intervention=None,
+            progress=True,
         )
         seconds = time.perf_counter() - start
         paths = write_answers(df, str(out), csv=csv)

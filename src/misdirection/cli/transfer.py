@@ -23,10 +23,13 @@ from misdirection.cli._shared import (
     QuestionsOpt,
     RubricOpt,
     RubricsFileOpt,
+    SamplerOpt,
+    SamplerOptionOpt,
     SeedOpt,
     TemperatureOpt,
     TokensOpt,
     judging,
+    sampler_options,
 )
 from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
 
@@ -102,6 +105,8 @@ def register(app: typer.Typer) -> None:
         rubrics_file: RubricsFileOpt = None,
         batch_size: BatchOpt = 32,
         temperature: TemperatureOpt = 1.0,
+        sampler: SamplerOpt = "hf",
+        sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
         aligned_below: AlignedOpt = ALIGNED_BELOW,
         coherent_above: CoherentOpt = COHERENT_ABOVE,
@@ -154,6 +159,8 @@ def register(app: typer.Typer) -> None:
             out=out,
             batch_size=batch_size,
             temperature=temperature,
+            backend=sampler,
+            backend_options=sampler_options(sampler_option),
             progress=progress,
             **judged,
         )

@@ -61,6 +61,13 @@ class SamplingSpec(BaseModel):
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(32, ge=1)
     temperature: float = Field(1.0, ge=0)
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="What samples: 'hf' (our decoder) or 'vllm' (needs the vllm extra)."
+    )
+    backend_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the backend (vllm: tensor_parallel_size, data_parallel_size, dtype, gpu_memory_utilization, max_model_len, ...).",
+    )
 
 
 class JudgingSpec(BaseModel):

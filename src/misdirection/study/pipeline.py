@@ -150,6 +150,8 @@ class StudyRunner:
                 temperature=sampling.temperature,
                 batch_size=sampling.batch_size,
                 seed=config.seed,
+                backend=sampling.backend,
+                backend_options=dict(sampling.backend_options),
             ),
             rubrics=list(config.judging.rubrics),
             use_question_prompts=False,
