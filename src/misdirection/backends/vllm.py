@@ -216,11 +216,12 @@ def plan_digest(plan: HookPlan) -> str:
             h.update(op[0].encode())
             h.update(op[1].numpy().tobytes())
 
-    for site, table in (
+    tables: list[tuple[str, Mapping[Any, list[Any]]]] = [
         ("blocks", plan.blocks),
         ("mlp_in", plan.mlp_in),
         ("modules", plan.modules),
-    ):
+    ]
+    for site, table in tables:
         for key in sorted(table, key=str):
             h.update(f"{site}:{key}".encode())
             for op in table[key]:

@@ -230,17 +230,17 @@ def install(plan: HookPlan, model: nn.Module) -> int:
                     _embed_hook(_on_device(plan.embed, like)), with_kwargs=True, prepend=True
                 )
             )
-        for i, ops in plan.mlp_in.items():
-            norm = blocks[i].post_attention_layernorm
+        for i, mlp_ops in plan.mlp_in.items():
+            norm: torch.nn.Module = blocks[i].post_attention_layernorm  # type: ignore[assignment]
             handles.append(
                 norm.register_forward_pre_hook(
-                    _mlp_in_hook(_on_device(ops, like)), with_kwargs=True, prepend=True
+                    _mlp_in_hook(_on_device(mlp_ops, like)), with_kwargs=True, prepend=True
                 )
             )
-        for i, ops in plan.blocks.items():
+        for i, block_ops in plan.blocks.items():
             handles.append(
                 blocks[i].register_forward_hook(
-                    _block_output_hook(_on_device(ops, like)), prepend=True
+                    _block_output_hook(_on_device(block_ops, like)), prepend=True
                 )
             )
     except Exception:
