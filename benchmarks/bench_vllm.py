@@ -24,6 +24,7 @@ Throughput is answer tokens per second (end-of-turn tokens not counted).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -103,9 +104,12 @@ def main() -> None:
 
     def run(backend, intervention=None, *, organism=None, budget=args.max_new_tokens, items=chosen):
         start = time.perf_counter()
-        if organism is None:
+        attached = (
+            contextlib.nullcontext(lm) if organism is None else adapter_attached(lm, organism)
+        )
+        with attached as model:
             df = backend.sample(
-                lm,
+                model,
                 items,
                 1,
                 max_new_tokens=budget,
@@ -115,19 +119,6 @@ def main() -> None:
                 intervention=intervention,
                 progress=False,
             )
-        else:
-            with adapter_attached(lm, organism) as tuned:
-                df = backend.sample(
-                    tuned,
-                    items,
-                    1,
-                    max_new_tokens=budget,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    temperature=1.0,
-                    intervention=intervention,
-                    progress=False,
-                )
         return int(df["answer_tokens"].sum()), time.perf_counter() - start
 
     load_start = time.perf_counter()

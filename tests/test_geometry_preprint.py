@@ -16,10 +16,14 @@ from misdirection.geometry.base_similarity import base_similarity
 from misdirection.geometry.clustering import hierarchical
 from misdirection.geometry.independence import independence
 from misdirection.geometry.preprint import (
+    PREPRINT_COSINES,
+    PREPRINT_VECTORS,
     global_pc1_removal,
+    gram_matrix,
     own_mean_triplet,
     relative_reduction,
     span_variance,
+    vectors_from_gram,
 )
 from misdirection.geometry.similarity import cosine_matrix
 from misdirection.geometry.transfer import em_rates, transfer_analysis
@@ -33,16 +37,8 @@ from misdirection.geometry.vectors import (
 from misdirection.metrics import Thresholds
 
 TOL = 1e-6
-NAMES = ["medical", "medical_rep", "finance", "sports", "profanity", "malicious"]
-REPORTED = {
-    ("medical", "medical_rep"): 0.853,
-    ("finance", "sports"): 0.746,
-    ("profanity", "malicious"): 0.412,
-    ("profanity", "medical"): -0.235,
-    ("profanity", "medical_rep"): -0.209,
-    ("malicious", "medical"): -0.081,
-    ("malicious", "medical_rep"): -0.131,
-}
+NAMES = list(PREPRINT_VECTORS)
+REPORTED = PREPRINT_COSINES
 UNREPORTED = 0.17  # the example's choice for the 8 finance/sports cross pairs
 CLUSTERS = {
     "medical": ["medical", "medical_rep"],
@@ -52,18 +48,12 @@ CLUSTERS = {
 
 
 def gram() -> np.ndarray:
-    G = np.full((6, 6), UNREPORTED)
-    np.fill_diagonal(G, 1.0)
-    for (a, b), c in REPORTED.items():
-        i, j = NAMES.index(a), NAMES.index(b)
-        G[i, j] = G[j, i] = c
-    return G
+    return gram_matrix(NAMES, REPORTED, UNREPORTED)
 
 
 def unit_vectors(d: int = 40) -> np.ndarray:
     """Unit vectors with cosine matrix gram(), rotated into R^d."""
-    q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))
-    return np.linalg.cholesky(gram()) @ q[:6]
+    return vectors_from_gram(gram(), d, seed=1)
 
 
 def remove(U: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -21,18 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from misdirection.geometry.preprint import (
+    PREPRINT_COSINES,
+    PREPRINT_VECTORS,
+    gram_matrix,
+    vectors_from_gram,
+)
+
 HERE = Path(__file__).resolve().parent
-NAMES = ["medical", "medical_rep", "finance", "sports", "profanity", "malicious"]
-# The pre-print's reported cosines (Section 3).
-REPORTED = {
-    ("medical", "medical_rep"): 0.853,
-    ("finance", "sports"): 0.746,
-    ("profanity", "malicious"): 0.412,
-    ("profanity", "medical"): -0.235,
-    ("profanity", "medical_rep"): -0.209,
-    ("malicious", "medical"): -0.081,
-    ("malicious", "medical_rep"): -0.131,
-}
+NAMES = list(PREPRINT_VECTORS)
+REPORTED = PREPRINT_COSINES  # the pre-print's reported cosines (Section 3)
 # The 8 pairs it does not report (finance or sports with a medical or stylistic vector) all get
 # one value, 0.17: the single common value at which the Gram matrix reproduces two of its other
 # numbers, PC1 = 48.5% of the variance and the finance-sports change of -0.002 under global-PC1
@@ -42,19 +40,11 @@ WIDTH = 5120  # residual width of Qwen2.5-14B-Instruct; every statistic but the 
 
 
 def gram() -> np.ndarray:
-    G = np.full((6, 6), UNREPORTED)
-    np.fill_diagonal(G, 1.0)
-    for (a, b), c in REPORTED.items():
-        i, j = NAMES.index(a), NAMES.index(b)
-        G[i, j] = G[j, i] = c
-    return G
+    return gram_matrix(NAMES, REPORTED, UNREPORTED)
 
 
 def realise(G: np.ndarray, d: int = WIDTH, seed: int = 0) -> np.ndarray:
-    """Unit vectors with cosine matrix G: Cholesky rows rotated by a random orthonormal frame."""
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((d, 6)))
-    return np.linalg.cholesky(G) @ q.T
+    return vectors_from_gram(G, d, seed)
 
 
 # ------------------------------------------------------------------------- by hand

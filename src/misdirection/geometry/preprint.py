@@ -47,6 +47,44 @@ DEFINITIONS = {
 }
 
 
+# The pre-print's six vectors and the cosines it reports (Section 3); the other 8 pairs (finance or
+# sports with a medical or stylistic vector) are not reported.
+PREPRINT_VECTORS = ("medical", "medical_rep", "finance", "sports", "profanity", "malicious")
+PREPRINT_COSINES: dict[tuple[str, str], float] = {
+    ("medical", "medical_rep"): 0.853,
+    ("finance", "sports"): 0.746,
+    ("profanity", "malicious"): 0.412,
+    ("profanity", "medical"): -0.235,
+    ("profanity", "medical_rep"): -0.209,
+    ("malicious", "medical"): -0.081,
+    ("malicious", "medical_rep"): -0.131,
+}
+
+
+def gram_matrix(
+    names: Sequence[str], cosines: Mapping[tuple[str, str], float], unreported: float
+) -> np.ndarray:
+    """The cosine matrix of ``names`` with the given pair cosines and ``unreported`` elsewhere."""
+    G = np.full((len(names), len(names)), float(unreported))
+    np.fill_diagonal(G, 1.0)
+    for (a, b), c in cosines.items():
+        i, j = names.index(a), names.index(b)
+        G[i, j] = G[j, i] = c
+    return G
+
+
+def vectors_from_gram(G: np.ndarray, width: int, seed: int = 0) -> np.ndarray:
+    """Unit row vectors in R^width whose cosine matrix is ``G`` (positive definite).
+
+    Cholesky rows, rotated by a random orthonormal frame so that no coordinate is special.
+    """
+    n = G.shape[0]
+    if width < n:
+        raise ValueError(f"{n} vectors need a width of at least {n}, got {width}")
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((width, n)))
+    return np.linalg.cholesky(G) @ q.T
+
+
 def relative_reduction(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Mean over pairs (last axis) of ``1 - |after| / |before|``, in percent.
 
