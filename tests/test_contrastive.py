@@ -235,10 +235,10 @@ def test_mean_diff_recovers_planted_direction():
             }
         )
     table = pd.DataFrame(rows)
-    plain = extract_directions(lm, table, min_per_set=2)
+    plain = extract_directions(lm, table, min_per_set=2).directions
     v = _planted_vector(lm, plain.layer(LAYER))
     with planted(lm, v):
-        ds = extract_directions(lm, table, min_per_set=2)
+        ds = extract_directions(lm, table, min_per_set=2).directions
     torch.testing.assert_close(ds.layer(LAYER) - plain.layer(LAYER), v, rtol=0, atol=1e-4)
     assert cosine_per_layer(ds, torch.stack([v] * 4))[LAYER] > 0.99
 

@@ -117,9 +117,7 @@ def test_extract_equals_hand_mean_diff(tmp_path):
     path = tmp_path / "answers.parquet"
     table.to_parquet(path)
     with pytest.warns(UserWarning, match="from 4 misaligned and 4 aligned answers"):
-        ds, samples = extract_directions(
-            lm, table, min_per_set=4, source=path, batch_size=3, return_samples=True
-        )
+        ds, samples = extract_directions(lm, table, min_per_set=4, source=path, batch_size=3)
     acts = capture_activations(lm, table, batch_size=1)
     mis, al = acts.values[[1, 3, 5, 7]], acts.values[[0, 2, 4, 6]]
     hand = mis.mean(0) - al.mean(0)
@@ -218,7 +216,7 @@ def test_extract_and_cosine_cli(tmp_path):
     samples = DirectionSamples.load(tmp_path / "d.samples.safetensors")
     torch.testing.assert_close(samples.direction(), ds.directions, rtol=0, atol=1e-6)
     assert len(ds.metadata["split_half"]) == ds.n_layers
-    hand = extract_directions(lm, _judged_table(), min_per_set=4)
+    hand = extract_directions(lm, _judged_table(), min_per_set=4).directions
     torch.testing.assert_close(ds.directions, hand.directions, rtol=1e-5, atol=1e-5)
     assert ds.metadata["model"] == str(model_dir) and ds.metadata["source"] == str(answers)
 

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -393,44 +393,11 @@ def mean_diff(misaligned: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
     return (misaligned.double().mean(0) - aligned.double().mean(0)).float()
 
 
-@overload
-def extract_directions(
-    lm: Any,
-    table: pd.DataFrame,
-    *,
-    positions: str = "answer",
-    thresholds: SetThresholds = SetThresholds(),
-    topics: TopicFilters | None = None,
-    balance: bool = False,
-    min_per_set: int = 10,
-    warn_below: int = 20,
-    seed: int = 0,
-    batch_size: int = 8,
-    max_tokens: int | None = None,
-    source: str | Path | None = None,
-    progress: bool = False,
-    return_samples: Literal[False] = False,
-) -> DirectionSet: ...
+class Extraction(NamedTuple):
+    """What :func:`extract_directions` gives: the directions and the answers' activations behind them."""
 
-
-@overload
-def extract_directions(
-    lm: Any,
-    table: pd.DataFrame,
-    *,
-    positions: str = "answer",
-    thresholds: SetThresholds = SetThresholds(),
-    topics: TopicFilters | None = None,
-    balance: bool = False,
-    min_per_set: int = 10,
-    warn_below: int = 20,
-    seed: int = 0,
-    batch_size: int = 8,
-    max_tokens: int | None = None,
-    source: str | Path | None = None,
-    progress: bool = False,
-    return_samples: Literal[True],
-) -> tuple[DirectionSet, DirectionSamples]: ...
+    directions: DirectionSet
+    samples: DirectionSamples
 
 
 def extract_directions(
@@ -448,8 +415,7 @@ def extract_directions(
     max_tokens: int | None = None,
     source: str | Path | None = None,
     progress: bool = False,
-    return_samples: bool = False,
-) -> DirectionSet | tuple[DirectionSet, DirectionSamples]:
+) -> Extraction:
     """Mean-diff directions of one model from its judged answers table.
 
     Only the selected rows are run through the model. ``source`` (the table's file) is hashed into
@@ -457,7 +423,8 @@ def extract_directions(
     ``min_per_set`` are refused, sets smaller than ``warn_below`` draw a warning with the counts.
     The metadata records the set sizes and the split-half reliability of every layer
     (:func:`misdirection.reliability.split_half`; ``None`` with fewer than 2 answers in a set).
-    ``return_samples=True`` also returns the per-answer activations of both sets.
+    The per-answer activations of both sets come back beside the directions (for noise ceilings
+    and variance-matched controls).
     """
     from misdirection.activations import capture_activations, table_columns
     from misdirection.reliability import DirectionSamples, split_half
@@ -514,13 +481,10 @@ def extract_directions(
         "misaligned_ids": acts.answer_ids[:n_mis],
         "split_half": reliability,
     }
-    ds = DirectionSet(directions, meta)
-    if return_samples:
-        samples.metadata.update(
-            {k: meta[k] for k in ("model", "adapter", "positions", "n_misaligned", "n_aligned")}
-        )
-        return ds, samples
-    return ds
+    samples.metadata.update(
+        {k: meta[k] for k in ("model", "adapter", "positions", "n_misaligned", "n_aligned")}
+    )
+    return Extraction(DirectionSet(directions, meta), samples)
 
 
 # ----------------------------------------------------------------------------------------------

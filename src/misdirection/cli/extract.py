@@ -209,7 +209,6 @@ class _AnswersSource:
                 max_tokens=max_tokens,
                 source=self.path,
                 progress=True,
-                return_samples=True,
             )
         for w in caught:  # a user reads a sentence, not a warnings-module traceback line
             typer.echo(f"warning: {w.message}")

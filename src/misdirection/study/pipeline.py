@@ -244,7 +244,6 @@ class StudyRunner:
                         seed=self.config.seed,
                         source=self.store.root / judged.table,
                         progress=self.progress,
-                        return_samples=True,
                     )
                 ds.save(path)
                 samples.save(samples_path(path))
