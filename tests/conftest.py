@@ -11,6 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MISDIRECTION_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under MISDIRECTION_REQUIRE_VLLM=1 (CI's vLLM run) a missing vLLM fails the run, never skips."""
+    if os.environ.get("MISDIRECTION_REQUIRE_VLLM") == "1":
+        from misdirection.backends.vllm import vllm_available
+
+        reason = vllm_available()
+        if reason is not None:
+            raise pytest.UsageError(f"MISDIRECTION_REQUIRE_VLLM=1 but {reason}")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The reference data folder beside the project root, or a clear skip when it is absent."""

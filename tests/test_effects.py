@@ -87,3 +87,16 @@ def test_zero_of_44_has_an_interval_and_the_reduction_says_when_it_is_not_estima
     e = compare(zero, after, name="a", kind="ablate")
     assert e.reduction.estimable is False and "0 of 44" in e.reduction.reason
     assert e.verdict == "no-effect"
+
+
+def test_controls_cell_shows_the_controls_coherence_beside_their_em():
+    # Controls that break the model move EM by collapse; the cell must show it.
+    before = cond("organism", em=20, coherent=60)
+    after = cond("ablated", em=5, coherent=20, kind="ablate")
+    controls = [cond(f"random-{i}", em=0, coherent=i, kind="control") for i in range(5)]
+    e = compare(before, after, name="ablate", kind="ablate", controls=controls)
+    cell = effect_cells(e)[9]
+    assert cell.startswith("K=5 isotropic: EM change -20.0 .. -20.0 pts, ")
+    assert "coherent change -60.0 .. -56.0 pts; within the controls, rank p = 1.00" in cell
+    scaled = compare(before, after, name="scale", kind="adapter-scaling")
+    assert effect_cells(scaled)[9] == "none (adapter scaling has no random-direction control)"

@@ -283,7 +283,8 @@ def test_html_cells_are_the_cli_cells_and_collapse_is_never_removed(tmp_path):
     assert removed[-1].startswith("removed: EM fell (-17.0 pts")
     assert "beyond all 5 random controls (rank p = 0.17)" in removed[-1]
     assert removed[9] == (
-        "K=5 variance-matched: EM change -3.0 .. +1.0 pts; beyond every control, rank p = 0.17"
+        "K=5 variance-matched: EM change -3.0 .. +1.0 pts, coherent change +0.0 .. +0.0 pts; "
+        "beyond every control, rank p = 0.17"
     )
 
 

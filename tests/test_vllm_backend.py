@@ -16,6 +16,7 @@ from misdirection.backends.vllm import VLLMBackend, vllm_available
 
 pytestmark = [
     pytest.mark.skipif(vllm_available() is not None, reason=str(vllm_available())),
+    pytest.mark.vllm,
     pytest.mark.embedded,
     pytest.mark.slow,
 ]

@@ -302,21 +302,32 @@ def reduction_text(red: Reduction) -> str:
     return text
 
 
-def controls_text(comparison: ControlComparison | None) -> str:
-    """The controls' EM changes in one cell: ``K=5 isotropic: -3.4 .. +2.3 pts; beyond (p=0.17)``."""
+def controls_text(comparison: ControlComparison | None, kind: str | None = None) -> str:
+    """The controls in one cell: ``K=5 isotropic: EM change -3.4 .. +2.3 pts, coherent change ...``.
+
+    The controls' coherence is shown beside their EM: a control that breaks the model moves EM by
+    collapse, and a reader must see that before comparing the intervention with it.
+    """
     if comparison is None:
+        if kind == "adapter-scaling":
+            # Scaling an adapter moves along its own B vector; there is no random counterpart.
+            return "none (adapter scaling has no random-direction control)"
         return "no controls run"
     vals = [v for v in comparison.em_changes if v is not None]
     if not vals:
         return f"K={len(comparison.conditions)} {comparison.kind}: not measurable"
     spread = f"{100 * min(vals):+.1f} .. {100 * max(vals):+.1f} pts"
+    coh = [v for v in comparison.coherent_changes if v is not None]
+    coherent = (
+        f", coherent change {100 * min(coh):+.1f} .. {100 * max(coh):+.1f} pts" if coh else ""
+    )
     where = (
         "n/a"
         if comparison.beyond is None
         else ("beyond every control" if comparison.beyond else "within the controls")
     )
     p = "" if comparison.rank_p is None else f", rank p = {comparison.rank_p:.2f}"
-    return f"K={len(vals)} {comparison.kind}: EM change {spread}; {where}{p}"
+    return f"K={len(vals)} {comparison.kind}: EM change {spread}{coherent}; {where}{p}"
 
 
 #: Columns of an effects table, the same in the CLI and in the report.
@@ -354,7 +365,7 @@ def effect_cells(e: Effect) -> list[str]:
         points(e.coherent_change),
         f"{pct(e.mc_before)} -> {pct(e.mc_after)}",
         _reduction_cell(e),
-        controls_text(e.controls),
+        controls_text(e.controls, e.kind),
         f"{e.verdict}: {e.verdict_text}",
     ]
 
@@ -393,7 +404,7 @@ def effects_rich_table(effects: list[Effect], title: str, caption: str = "") -> 
             table.add_column(col, justify="right")
         for row in effect_rows(e):
             table.add_row(*row)
-        parts += [table, Text(f"random controls: {controls_text(e.controls)}")]
+        parts += [table, Text(f"random controls: {controls_text(e.controls, e.kind)}")]
         parts.append(Text(f"verdict: {e.verdict}: {e.verdict_text}", style="bold"))
     if any(e.controls is not None for e in effects):
         rule = next(e.controls.rule for e in effects if e.controls is not None)

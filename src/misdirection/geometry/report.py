@@ -258,9 +258,11 @@ def preprint_markdown(res: Mapping) -> list[str]:
         "",
         f"PC1 holds {_pct(100 * g['pc1_variance_ratio'])} of the variance of all vectors.",
         "",
-        "| cluster | before | after | change |",
-        "|---|---|---|---|",
     ]
+    if g["within"] or g["between"]:
+        lines += ["| cluster | before | after | change |", "|---|---|---|---|"]
+    else:
+        lines.append("No clusters were given, so there is no within-cluster change to report.")
     for c, v in g["within"].items():
         lines.append(
             f"| {_cell(c)} | {_fmt(v['before'])} | {_fmt(v['after'])} | {_fmt(v['change'])} |"

@@ -435,11 +435,15 @@ def geometry_section(results: StudyResults, figures: dict[str, Path]) -> Section
     if geometry.get("layer") is not None:
         title += f" (layer {geometry['layer']})"
     s = Section(title, "geometry")
-    summary = "\n".join(
-        line
-        for line in str(geometry.get("summary_markdown") or "").splitlines()
-        if not line.startswith("# ")  # the suite's own title; the section has one
-    ).strip()
+    # The suite's own title and figure list are dropped: the section has a title, and it adds the
+    # figures itself (copied beside the report; the suite's links point into its own folder).
+    kept, in_figures = [], False
+    for line in str(geometry.get("summary_markdown") or "").splitlines():
+        if line.startswith("## "):
+            in_figures = line.strip() == "## Figures"
+        if not (line.startswith("# ") or in_figures):
+            kept.append(line)
+    summary = "\n".join(kept).strip()
     if summary:
         s.blocks.append(Block("markdown", text=summary))
     for path in geometry.get("figures") or []:
