@@ -200,8 +200,20 @@ def full_extras(tmp_path) -> dict:
             "summary_markdown": (
                 "# Geometry of misalignment directions\n\n## Similarity\n\n"
                 "| a | b | cosine |\n|---|---|---|\n| org | other | 0.4 |\n\n"
-                "Note <img src=x onerror=alert(1)> stays text."
+                "Note <img src=x onerror=alert(1)> stays text.\n\n"
+                "## Figures\n\n![similarity](figures/similarity.png)\n\n## Notes\n\n- kept"
             ),
+            "base_ceilings": [
+                {
+                    "vector": "org",
+                    "group": "rank1-9",
+                    "layer": 2,
+                    "cosine": 0.2,
+                    "low": 0.1,
+                    "high": 0.3,
+                    "ceiling": 0.4,
+                }
+            ],
         },
         examples=[
             {
@@ -402,6 +414,10 @@ def test_every_section_with_data(tmp_path):
     assert "### Similarity" in md and "# Geometry of misalignment" not in md
     assert "a \\| with pipe" in md
     assert "![similarity](figures/geometry-similarity.png)" in md
+    # The suite's own figure list (links into its folder) is dropped; the section adds them once.
+    assert "figures/similarity.png" not in md and "### Notes" in md
+    # Figure 3's cosines beside their noise ceilings.
+    assert "| org | rank1-9 | 2 | 0.200 [0.100, 0.300] | 0.400 | 0.50 |" in md
     page = paths["html"].read_text()
     # Escaped everywhere: in table cells and in the geometry summary's markdown.
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -558,3 +558,16 @@ def adapter_attached(
         )
     finally:
         base.model = peft_model.unload()
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward keyword for the KV cache: ``cache`` from transformers 5.24 on (it deprecates
+    ``past_key_values``, with a warning on every call), ``past_key_values`` before."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"

@@ -196,6 +196,9 @@ class _Decoder:
         self.next_tokens: Any = None
         self.rows: list[_Row] = []
         self.keep_last_logits = True
+        from misdirection.models import cache_kwarg
+
+        self.cache_kwarg = cache_kwarg(model)
 
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
@@ -207,7 +210,7 @@ class _Decoder:
             "input_ids": ids,
             "attention_mask": mask,
             "position_ids": positions,
-            "past_key_values": cache,
+            self.cache_kwarg: cache,
             "use_cache": True,
         }
         if self.keep_last_logits:

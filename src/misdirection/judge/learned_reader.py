@@ -144,6 +144,8 @@ class AnswerReader:
         for i, (_tail, n_answer) in enumerate(tails):
             pool[i, : max(n_answer, 1)] = 1.0
         pool = (pool / pool.sum(1, keepdim=True)).to(self.device)
+        from misdirection.models import cache_kwarg
+
         prefix_ids = torch.tensor([prefix], device=self.device)
         cache = self.decoder(input_ids=prefix_ids, use_cache=True).past_key_values
         cache.batch_repeat_interleave(n)
@@ -161,8 +163,8 @@ class AnswerReader:
             self.decoder(
                 input_ids=ids.to(self.device),
                 attention_mask=attention.to(self.device),
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_kwarg(self.decoder): cache},
             )
         feats = torch.cat([captured[layer] for layer in self.layers], dim=-1)
         return feats.cpu().numpy()

@@ -446,6 +446,32 @@ def geometry_section(results: StudyResults, figures: dict[str, Path]) -> Section
     summary = "\n".join(kept).strip()
     if summary:
         s.blocks.append(Block("markdown", text=summary))
+    base_rows = geometry.get("base_ceilings") or []
+    if base_rows:
+        s.text(
+            "Similarity to the base model's direction beside its noise ceiling (the cosine the "
+            "two would show if the fine-tune's true direction were the base model's, given the "
+            "noise of each; intervals resample answers):"
+        )
+        rows = []
+        for r in base_rows:
+            cos, low, high = r.get("cosine"), r.get("low"), r.get("high")
+            cell = _number(cos)
+            if cos is not None and low is not None and high is not None:
+                cell += f" [{low:.3f}, {high:.3f}]"
+            ceiling, fraction = _ceiling_cells(cos, r.get("ceiling"))
+            rows.append([r["vector"], r.get("group", ""), str(r["layer"]), cell, ceiling, fraction])
+        s.add_table(
+            [
+                "direction",
+                "group",
+                "layer",
+                "cosine to base [bootstrap interval]",
+                "noise ceiling",
+                "cosine / ceiling",
+            ],
+            rows,
+        )
     for path in geometry.get("figures") or []:
         s.add_figure(figures, geometry_figure_name(path), Path(path).stem.replace("_", " "))
     return s

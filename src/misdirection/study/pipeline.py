@@ -21,6 +21,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -547,7 +548,47 @@ class StudyRunner:
                 "Geometry: no base-model direction (extract.base), so no similarity to the base "
                 "direction (Figure 3)."
             )
-        return stage.result()
+            return stage.result()
+        return {**stage.result(), "base_ceilings": self._base_ceilings(base, layer, groups)}
+
+    def _base_ceilings(
+        self, base: Direction, layer: int, groups: Mapping[str, Sequence[str]]
+    ) -> list[dict[str, Any]]:
+        """Each direction's cosine to the base direction at ``layer`` beside its noise ceiling.
+
+        Figure 3's cosines are cosines between two noisy directions like any other: without the
+        ceiling a low value cannot be told from noise (cheap: recomputed on every run).
+        """
+        from misdirection.directions import cosine_per_layer
+        from misdirection.reliability import bootstrap_cosine, ceiling
+
+        group_of = {m: g for g, members in groups.items() for m in members}
+        rel_base = np.asarray(base.summary.get("split_half") or [np.nan], dtype=float)
+        rows = []
+        for name, d in sorted(self.state.directions.items()):
+            cos = float(cosine_per_layer(d.directions, base.directions)[layer])
+            low = high = None
+            if d.samples is not None and base.samples is not None:
+                _, lo, hi = bootstrap_cosine(d.samples, base.samples, seed=self.config.seed)
+                low, high = float(lo[layer]), float(hi[layer])
+            rel = np.asarray(d.summary.get("split_half") or [np.nan], dtype=float)
+            ceil = (
+                float(ceiling(rel, rel_base)[layer])
+                if rel.shape == rel_base.shape and rel.size > layer
+                else None
+            )
+            rows.append(
+                {
+                    "vector": name,
+                    "group": group_of.get(name, "ungrouped"),
+                    "layer": layer,
+                    "cosine": cos,
+                    "low": low,
+                    "high": high,
+                    "ceiling": None if ceil is None or math.isnan(ceil) else ceil,
+                }
+            )
+        return rows
 
     def _recipe_groups(self) -> dict[str, list[str]]:
         """Organisms with a direction, grouped by how they were made (recipe or 'given adapter')."""
