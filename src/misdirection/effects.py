@@ -168,7 +168,7 @@ def _verdict(
     if not em_change.excludes_zero:
         text = f"no clear EM change ({points(em_change)})"
         if not kept:
-            text += f"; coherence collapsed ({coh}, more than {drop} lost)"
+            text += f"; coherence fell by more than the allowance ({coh}, more than {drop} lost)"
         return "no-effect", text
     down = em_change.value < 0
     if not kept:

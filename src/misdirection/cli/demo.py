@@ -11,7 +11,9 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
         quick: bool = typer.Option(
-            False, "--quick", help="A smaller study (about 5 minutes on 2 cores)."
+            False,
+            "--quick",
+            help="A smaller study (about 15-20 minutes on 2 cores; the full one about 35).",
         ),
         out: Path = typer.Option(
             None, "--out", help="Run folder (default: runs/demo or runs/demo-quick)."

@@ -56,8 +56,9 @@ def run_and_report(
             raise ValueError("run_and_report needs a study file or a parsed config")
         config = load_config(config_path)
     if check_only:
+        n = len(config.organisms)
         console.print(
-            f"{source}: valid study '{config.name}' with {len(config.organisms)} organisms "
+            f"{source}: valid study '{config.name}' with {n} organism{'s' if n != 1 else ''} "
             "(layer indices are checked against the model when the run starts)"
         )
         return
