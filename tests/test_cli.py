@@ -55,3 +55,28 @@ def test_version_prints_without_a_command():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output == f"misdirection {__version__}\n"
+
+
+def test_a_missing_vllm_fails_before_any_model_loads(monkeypatch, tmp_path):
+    import misdirection.backends.vllm as vllm_backend
+    import misdirection.models
+
+    monkeypatch.setattr(vllm_backend, "vllm_available", lambda: "vllm is not importable (test)")
+
+    def no_loading(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded before the sampler was checked")
+
+    monkeypatch.setattr(misdirection.models, "load_model", no_loading)
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")  # the openai judge builds without a call
+    runner = CliRunner()
+    for args in (
+        ["sample", "--out", str(tmp_path / "a.parquet"), "--sampler", "vllm"],
+        ["evaluate", "--out", str(tmp_path / "e"), "--sampler", "vllm", "--judge", "openai:gpt-4o"],
+        ["sample", "--out", str(tmp_path / "b.parquet"), "--sampler-option", "dtype=float32"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0
+        message = str(result.exception)
+        assert (
+            "vllm is not importable (test)" in message or "hf backend takes no options" in message
+        ), message

@@ -58,7 +58,15 @@ def make_backend(name: str, options: Mapping[str, Any] | None = None) -> Samplin
             raise ConfigError(f"the hf backend takes no options; got {', '.join(sorted(options))}")
         return HFBackend()
     if name == "vllm":
-        from misdirection.backends.vllm import VLLMBackend
+        from misdirection.backends.vllm import VLLMBackend, vllm_available
 
-        return VLLMBackend(**options)
+        problem = vllm_available()  # before any model loads: a missing vllm fails at once
+        if problem:
+            raise ConfigError(f"sampling backend vllm: {problem}")
+        try:
+            return VLLMBackend(**options)
+        except TypeError as exc:  # an option VLLMBackend does not take
+            raise ConfigError(
+                f"sampling backend vllm: {exc}; pass other vllm.LLM arguments as engine_options"
+            ) from exc
     raise ConfigError(f"unknown sampling backend {name!r} (known: {', '.join(BACKENDS)})")

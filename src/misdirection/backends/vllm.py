@@ -236,12 +236,18 @@ def plan_digest(plan: HookPlan) -> str:
 # The backend
 
 
+#: The share of memory the CPU backend reserves for vLLM's KV cache unless told otherwise: ample
+#: for the embedded model (about 46 KB a token, so 32 sequences of 1,024 tokens need 1.5 GB).
+CPU_MEMORY_FRACTION = 0.25
+
+
 class VLLMBackend:
     """Samples with vLLM. Options (passed through to ``vllm.LLM``):
 
     ``tensor_parallel_size``, ``data_parallel_size``, ``dtype`` (default ``float32``, the HF path's
     CPU default, so answers can match the reference; use ``bfloat16`` on GPUs),
-    ``gpu_memory_utilization``, ``max_model_len`` (default: enough for the longest prompt plus the
+    ``gpu_memory_utilization`` (default: vLLM's 0.9 on GPUs; on the CPU backend, where it is the
+    share of the machine's memory reserved up front, :data:`CPU_MEMORY_FRACTION`), ``max_model_len`` (default: enough for the longest prompt plus the
     budget is the caller's job; None lets vLLM use the model's), ``max_num_seqs``, and
     ``engine_options``, any other ``vllm.LLM`` keyword arguments.
     """
@@ -254,7 +260,7 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
         data_parallel_size: int = 1,
         dtype: str = "float32",
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float | None = None,
         max_model_len: int | None = None,
         max_num_seqs: int | None = None,
         engine_options: Mapping[str, Any] | None = None,
@@ -272,7 +278,7 @@ class VLLMBackend:
                 "group on its own conditions instead (README: Sampling with vLLM), or use "
                 "tensor_parallel_size"
             )
-        if not 0 < float(gpu_memory_utilization) <= 1:
+        if gpu_memory_utilization is not None and not 0 < float(gpu_memory_utilization) <= 1:
             raise ConfigError(
                 f"vllm option gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
             )
@@ -286,7 +292,9 @@ class VLLMBackend:
             "tensor_parallel_size": tensor_parallel_size,
             "data_parallel_size": data_parallel_size,
             "dtype": str(dtype),
-            "gpu_memory_utilization": float(gpu_memory_utilization),
+            "gpu_memory_utilization": (
+                None if gpu_memory_utilization is None else float(gpu_memory_utilization)
+            ),
             "max_model_len": max_model_len,
             "max_num_seqs": max_num_seqs,
             **extra,
@@ -314,6 +322,15 @@ class VLLMBackend:
             from vllm import LLM
 
             kwargs = {k: v for k, v in self.options.items() if v is not None}
+            if "gpu_memory_utilization" not in kwargs:
+                from vllm.platforms import current_platform
+
+                # On the CPU backend vLLM reserves this share of the NUMA node's memory up front
+                # (0.9 by default) and refuses to start when other processes hold more than the
+                # rest: a laptop running anything else could not sample at all.
+                kwargs["gpu_memory_utilization"] = (
+                    CPU_MEMORY_FRACTION if current_platform.is_cpu() else 0.9
+                )
             _ENGINES[key] = LLM(
                 model=source,
                 tokenizer=source,

@@ -180,10 +180,16 @@ def control_kind_for(kind: str, intervention: Any) -> str:
     return "variance-matched" if is_ablation and has_samples else "isotropic"
 
 
-def sampler_options(items: list[str]) -> dict[str, Any]:
-    """``["max_model_len=2048", "dtype=bfloat16"]`` -> ``{"max_model_len": 2048, "dtype": "bfloat16"}``."""
+def sampler_options(sampler: str, items: list[str]) -> dict[str, Any]:
+    """The backend options of ``--sampler-option KEY=VALUE`` items, checked against ``sampler``.
+
+    ``["max_model_len=2048", "dtype=bfloat16"]`` -> ``{"max_model_len": 2048, "dtype": "bfloat16"}``.
+    The backend is built once here (cheap: vLLM loads its model only when it first samples), so
+    a missing vllm or a bad option fails before any model loads.
+    """
     import json
 
+    from misdirection.backends import make_backend
     from misdirection.errors import ConfigError
 
     out: dict[str, Any] = {}
@@ -195,4 +201,5 @@ def sampler_options(items: list[str]) -> dict[str, Any]:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             out[key.strip()] = value
+    make_backend(sampler, out)
     return out

@@ -189,6 +189,7 @@ def register(app: typer.Typer) -> None:
             question_prompts,
             max_coherence_drop,
         )
+        options = sampler_options(sampler, sampler_option)
         intervention, directional = build_intervention(
             steer=steer,
             layer=layer,
@@ -219,7 +220,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             temperature=temperature,
             backend=sampler,
-            backend_options=sampler_options(sampler_option),
+            backend_options=options,
             progress=progress,
             log=lambda line: console.print(f"[bold cyan]>[/] {line}"),
             **judged,
@@ -342,6 +343,7 @@ def register(app: typer.Typer) -> None:
             question_prompts,
             max_coherence_drop,
         )
+        options = sampler_options(sampler, sampler_option)
         layer_list = parse_layers(layers)
         if isinstance(layer_list, str):
             raise ConfigError("--layers for a sweep must list the layers, e.g. 10,15,20")
@@ -366,7 +368,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             temperature=temperature,
             backend=sampler,
-            backend_options=sampler_options(sampler_option),
+            backend_options=options,
             progress=progress,
             **judged,
         )

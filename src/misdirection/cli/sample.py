@@ -74,9 +74,10 @@ def register(app: typer.Typer) -> None:
         question_set = load_questions(
             questions
         )  # before loading the model: fail fast on a bad file
+        options = sampler_options(sampler, sampler_option)
         lm = load_model(model, adapter=adapter or None, device=device)
         start = time.perf_counter()
-        df = make_backend(sampler, sampler_options(sampler_option)).sample(
+        df = make_backend(sampler, options).sample(
             lm,
             question_set,
             n,

@@ -136,6 +136,7 @@ def register(app: typer.Typer) -> None:
             question_prompts,
             max_coherence_drop,
         )
+        options = sampler_options(sampler, sampler_option)
         target_map = parse_targets(targets)
         ds = DirectionSet.load(direction)
         if control_kind == "auto":
@@ -160,7 +161,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             temperature=temperature,
             backend=sampler,
-            backend_options=sampler_options(sampler_option),
+            backend_options=options,
             progress=progress,
             **judged,
         )

@@ -113,11 +113,16 @@ class StudyRunner:
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
         """Everything that can fail cheaply, before any expensive work."""
+        from misdirection.backends import make_backend
         from misdirection.data.chat import load_chat_dataset
         from misdirection.judge import default_judge, get_judge
         from misdirection.train import get_recipe
 
         config = self.config
+        try:  # a missing vllm or a bad backend option fails before any training
+            make_backend(config.sampling.backend, config.sampling.backend_options)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: sampling: {exc}") from exc
         self.log(f"loading base model {config.base_model}")
         self.base = load_model(config.base_model)
         validate_against_model(config, self.base.view.n_layers, self.source)
