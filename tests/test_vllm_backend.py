@@ -52,7 +52,11 @@ def directions(lm):
 
 
 def _adapter(lm, path, *, r, targets, b_scale, layers=None, seed=1):
-    """A saved PEFT adapter with random (non-zero) B, so that it changes the answers."""
+    """A saved PEFT adapter with seeded random A and B, so that it changes the answers.
+
+    Both factors come from one seeded generator: PEFT initialises A from torch's global RNG,
+    which would make the adapter (and whether it changes greedy answers) differ run to run.
+    """
     import copy
 
     from peft import LoraConfig, get_peft_model
@@ -70,7 +74,9 @@ def _adapter(lm, path, *, r, targets, b_scale, layers=None, seed=1):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
+            if "lora_A" in name:  # [r, d_in], the scale of PEFT's own initialisation
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
+            elif "lora_B" in name:
                 p.copy_(b_scale * torch.randn(p.shape, generator=gen))
     peft_model.save_pretrained(path)
     return str(path)
