@@ -101,6 +101,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     ra = json.loads((straight / "results.json").read_text())
     rb = json.loads((resumed / "results.json").read_text())
     assert ra["conditions"] == rb["conditions"] and ra["effects"] == rb["effects"]
+    assert rb["total_seconds"] >= rb["seconds"] > 0  # the killed run wrote no results.json
     # The judge's flags are counted from the judged table, per condition and in total.
     from misdirection.judge.scoring import flag_counts
 

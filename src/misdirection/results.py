@@ -266,6 +266,10 @@ class StudyResults(Results):
     examples: list[dict[str, Any]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     seconds: float = 0.0
+    total_seconds: float | None = Field(
+        None,
+        description="All runs of this run folder together (a resumed run reuses finished stages).",
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -518,7 +518,14 @@ def provenance_section(results: StudyResults) -> Section:
     if results.versions:
         s.add_table(["library", "version"], [[k, v] for k, v in results.versions.items()])
     if results.seconds:
-        s.text(f"The study took {results.seconds:.0f} seconds.")
+        total = results.total_seconds
+        if total is not None and total > results.seconds + 1:
+            s.text(
+                f"This run took {results.seconds:.0f} seconds, reusing stages finished by earlier "
+                f"runs; all runs of this folder together {total:.0f} seconds."
+            )
+        else:
+            s.text(f"The study took {results.seconds:.0f} seconds.")
     return s
 
 

@@ -667,6 +667,7 @@ class StudyRunner:
             seconds=round(time.time() - start, 1),
         )
         path = self.store.root / "results.json"
+        results.total_seconds = round(results.seconds + _earlier_seconds(path), 1)
         atomic_write_text(path, results.model_dump_json(indent=2))
         self.store.set_info(finished=time.time())
         return path
@@ -754,3 +755,13 @@ def run_study(
 ) -> Path:
     """Run (or resume) a study; return the path of ``results.json``. The report is rendered by the caller."""
     return StudyRunner(config, run_dir, source=source, console=console, progress=progress).run()
+
+
+def _earlier_seconds(path: Path) -> float:
+    """The total time of the earlier runs of a run folder, from its last results.json (0 if none)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0.0
+    total = earlier.get("total_seconds")
+    return float(total if total is not None else earlier.get("seconds") or 0.0)
