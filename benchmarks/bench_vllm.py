@@ -164,9 +164,10 @@ def main() -> None:
     print(f"ratio vllm / hf:               {ratio('vllm', 'hf'):.2f}x (target >= 1.3x on CPU)")
     print(f"ratio vllm steer / vllm:       {ratio('vllm steer', 'vllm'):.2f}x (target >= 0.9x)")
     print(f"ratio vllm ablate / vllm:      {ratio('vllm ablate', 'vllm'):.2f}x (target >= 0.9x)")
-    print(
-        f"ratio vllm adapter / vllm:     {ratio('vllm adapter', 'vllm'):.2f}x (unmerged, our hooks)"
-    )
+    if "vllm adapter" in rates:
+        print(
+            f"ratio vllm adapter / vllm:     {ratio('vllm adapter', 'vllm'):.2f}x (unmerged, our hooks)"
+        )
     if args.lora_request:
         print(f"ratio vllm LoRARequest / vllm: {ratio('vllm LoRARequest', 'vllm'):.2f}x")
 
