@@ -147,7 +147,11 @@ class AnswerReader:
         from misdirection.models import cache_kwarg
 
         prefix_ids = torch.tensor([prefix], device=self.device)
-        cache = self.decoder(input_ids=prefix_ids, use_cache=True).past_key_values
+        out = self.decoder(input_ids=prefix_ids, use_cache=True)
+        # transformers 5.24 names the output's cache `cache` (`past_key_values` warns); 5.19 not.
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = out.past_key_values
         cache.batch_repeat_interleave(n)
         captured: dict[int, torch.Tensor] = {}
 
