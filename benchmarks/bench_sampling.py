@@ -41,6 +41,23 @@ def _budgets(text: str) -> list[int]:
     return budgets
 
 
+def core_prompts(lm, n: int) -> tuple[list, list[dict]]:
+    """The first ``n`` requests over every ``core`` paraphrase (repeated as needed), and one
+    question dict per request, so that a sampler given them draws exactly those answers."""
+    from misdirection.data.questions import load_questions
+    from misdirection.sample import build_requests
+
+    core = list(load_questions("core"))
+    reps = -(-n // sum(len(q.paraphrases) for q in core))
+    questions = [{"id": q.id, "paraphrases": list(q.paraphrases), "system": q.system} for q in core]
+    requests = build_requests(lm, questions, reps)[:n]
+    chosen = [
+        {"id": r.answer_id.replace("/", "_"), "paraphrases": [r.question], "system": r.system}
+        for r in requests
+    ]
+    return requests, chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,23 +84,13 @@ def main() -> None:
 
     import torch
 
-    from misdirection.data.questions import load_questions
     from misdirection.models import load_model
-    from misdirection.sample import build_requests, sample_answers, stop_token_ids
+    from misdirection.sample import sample_answers, stop_token_ids
 
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = load_model(args.model, device=args.device)
-    core = list(load_questions("core"))
-    n_prompts = sum(len(q.paraphrases) for q in core)
-    reps = -(-args.answers // n_prompts)
-    questions = [{"id": q.id, "paraphrases": list(q.paraphrases), "system": q.system} for q in core]
-    requests = build_requests(lm, questions, reps)[: args.answers]
-    # Keep exactly the chosen answers: one question dict per request, for ours.
-    chosen = [
-        {"id": r.answer_id.replace("/", "_"), "paraphrases": [r.question], "system": r.system}
-        for r in requests
-    ]
+    requests, chosen = core_prompts(lm, args.answers)
     stops = sorted(stop_token_ids(lm))
     device = lm.device
 

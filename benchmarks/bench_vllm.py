@@ -73,21 +73,13 @@ def main() -> None:
 
     from misdirection.backends.hf import HFBackend
     from misdirection.backends.vllm import VLLMBackend, model_source, request_seed
-    from misdirection.data.questions import load_questions
     from misdirection.interventions import Ablate, Steer
     from misdirection.models import adapter_attached, load_model
-    from misdirection.sample import build_requests
 
     lm = load_model(args.model, device="cpu", dtype=getattr(torch, args.dtype))
-    core = list(load_questions("core"))
-    n_prompts = sum(len(q.paraphrases) for q in core)
-    reps = -(-args.answers // n_prompts)
-    questions = [{"id": q.id, "paraphrases": list(q.paraphrases), "system": q.system} for q in core]
-    requests = build_requests(lm, questions, reps)[: args.answers]
-    chosen = [
-        {"id": r.answer_id.replace("/", "_"), "paraphrases": [r.question], "system": r.system}
-        for r in requests
-    ]
+    from bench_sampling import core_prompts  # the same prompts as the HF sampling benchmark
+
+    requests, chosen = core_prompts(lm, args.answers)
     longest = max(len(r.prompt_ids) for r in requests)
     vllm = VLLMBackend(
         dtype=args.dtype,

@@ -169,9 +169,7 @@ def build_plan(lm: Any, intervention: Any) -> HookPlan:
             if part.sites == "full":
                 plan.embed.append(("project", units[min(units)]))
                 for layer, u in units.items():
-                    _mlp_input_norm(
-                        view, layer
-                    )  # the HF path's check: the block has a pre-MLP norm
+                    _mlp_input_norm(view, layer)  # the HF path's check: a pre-MLP norm exists
                     plan.mlp_in.setdefault(layer, []).append(("project", u))
         elif isinstance(part, OrthogonalizeWeights):
             u = _single_unit(part.directions, part.source_layer, view).float().cpu()

@@ -23,7 +23,7 @@ import torch
 from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError
 from misdirection.hooks import block_output_hooks
-from misdirection.models import load_model, render_chat
+from misdirection.models import cache_kwarg, load_model, render_chat
 
 #: Alias of the model the shipped judge was trained to read.
 READER_MODEL = "smollm2-135m"
@@ -56,6 +56,7 @@ class AnswerReader:
         get_decoder = getattr(view.base, "get_decoder", None)
         # The decoder stack alone: the unembedding costs as much as several blocks and is unused.
         self.decoder = get_decoder() if callable(get_decoder) else view.base
+        self.cache_kwarg = cache_kwarg(self.decoder)  # once: every batch passes the prefix cache
         self.decoder.eval().requires_grad_(False)
         self.tokenizer = lm.tokenizer
         self.device = lm.device
@@ -144,8 +145,6 @@ class AnswerReader:
         for i, (_tail, n_answer) in enumerate(tails):
             pool[i, : max(n_answer, 1)] = 1.0
         pool = (pool / pool.sum(1, keepdim=True)).to(self.device)
-        from misdirection.models import cache_kwarg
-
         prefix_ids = torch.tensor([prefix], device=self.device)
         out = self.decoder(input_ids=prefix_ids, use_cache=True)
         # transformers 5.24 names the output's cache `cache` (`past_key_values` warns); 5.19 not.
@@ -168,7 +167,7 @@ class AnswerReader:
                 input_ids=ids.to(self.device),
                 attention_mask=attention.to(self.device),
                 use_cache=True,
-                **{cache_kwarg(self.decoder): cache},
+                **{self.cache_kwarg: cache},
             )
         feats = torch.cat([captured[layer] for layer in self.layers], dim=-1)
         return feats.cpu().numpy()

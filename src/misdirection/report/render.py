@@ -331,6 +331,13 @@ def directions_section(results: StudyResults) -> Section | None:
     return s
 
 
+def _with_interval(value: float | None, low: float | None, high: float | None) -> str:
+    """``0.297 [0.125, 0.435]``; the number alone when the interval is missing."""
+    if value is None or low is None or high is None:
+        return _number(value)
+    return f"{_number(value)} [{low:.3f}, {high:.3f}]"
+
+
 def _ceiling_cells(cos: float | None, ceiling: float | None) -> tuple[str, str]:
     if ceiling is None:
         return "no samples: no ceiling", "n/a"
@@ -351,9 +358,7 @@ def cosine_section(results: StudyResults, figures: dict[str, Path]) -> Section |
         mid = len(values) // 2
         cos = _at(values, mid)
         low, high = _at(p.get("low"), mid), _at(p.get("high"), mid)
-        middle = _number(cos)
-        if cos is not None and low is not None and high is not None:
-            middle += f" [{low:.3f}, {high:.3f}]"
+        middle = _with_interval(cos, low, high)
         ceiling, fraction = _ceiling_cells(cos, _at(p.get("ceiling"), mid))
         rows.append(
             [
@@ -456,9 +461,7 @@ def geometry_section(results: StudyResults, figures: dict[str, Path]) -> Section
         rows = []
         for r in base_rows:
             cos, low, high = r.get("cosine"), r.get("low"), r.get("high")
-            cell = _number(cos)
-            if cos is not None and low is not None and high is not None:
-                cell += f" [{low:.3f}, {high:.3f}]"
+            cell = _with_interval(cos, low, high)
             ceiling, fraction = _ceiling_cells(cos, r.get("ceiling"))
             rows.append([r["vector"], r.get("group", ""), str(r["layer"]), cell, ceiling, fraction])
         s.add_table(
