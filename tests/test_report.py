@@ -369,6 +369,20 @@ def test_conditions_table_has_every_share_and_its_judge(tmp_path):
     ]
 
 
+def test_conditions_table_shows_judged_topic_shares(tmp_path):
+    """A topic rubric judged (the learned judge's medical) gets its share column; a condition
+    judged without it says so rather than showing 0%."""
+    results = study()
+    low, high = wilson(30, 100)
+    topics = {"medical": {"count": 30, "n": 100, "value": 0.3, "low": low, "high": high}}
+    conditions = [results.conditions[0].model_copy(update={"summary": {"topics": topics}})]
+    write(tmp_path, results.model_copy(update={"conditions": conditions + results.conditions[1:]}))
+    page = render_report(tmp_path)["html"].read_text()
+    table = next(t for t in tables_of(page) if t[0][1][0] == "condition")
+    assert table[0][1][5] == "medical > 50 [95% CI]"
+    assert table[1][1][5] == "30.0% [21.9, 39.6]" and table[2][1][5] == "not judged"
+
+
 def test_missing_sections_are_omitted(tmp_path):
     write(tmp_path, study())
     paths = render_report(tmp_path)

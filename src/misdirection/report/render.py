@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -27,6 +28,7 @@ from misdirection.results import (
     ConditionResult,
     Effect,
     EffectKind,
+    Share,
     StudyResults,
     effect_cells,
     pct,
@@ -188,6 +190,8 @@ def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
     if not rows:
         return None
     s = Section("EM and coherence of base and organisms", "conditions")
+    # Topic rubrics judged (e.g. medical): the share of answers on the topic, beside EM.
+    topics = list(dict.fromkeys(t for c in rows for t in c.summary.get("topics", {})))
     s.add_table(
         [
             "condition",
@@ -195,6 +199,7 @@ def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
             "EM [95% CI]",
             "coherent [95% CI]",
             "misaligned among coherent [95% CI]",
+            *(f"{t} > 50 [95% CI]" for t in topics),
             "null aligned/coherent",
             "judge",
         ],
@@ -205,6 +210,7 @@ def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
                 pct(c.em),
                 pct(c.coherent),
                 pct(c.misaligned_coherent, counts=True),
+                *(_topic_share(c, t) for t in topics),
                 f"{c.n_null_aligned}/{c.n_null_coherent}",
                 c.judge,
             ]
@@ -217,6 +223,11 @@ def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
         f"EM, coherent and misaligned-among-coherent shares (judge: {_judges(rows)})",
     )
     return s
+
+
+def _topic_share(c: ConditionResult, topic: str) -> str:
+    raw = c.summary.get("topics", {}).get(topic)
+    return "not judged" if raw is None else pct(Share.of(SimpleNamespace(**raw)))
 
 
 def _loglik(t: dict[str, Any]) -> str:
