@@ -149,7 +149,7 @@ def load_extra(folder: Path, max_per_sweep_file: int) -> pd.DataFrame:
         parsed = path.str.extract(_MODEL, expand=False).fillna("")
         model = model.where(model != "", parsed)
         family = [family_of(m or p) for m, p in zip(model, path)]
-        model = model.where(model != "", [f if f != "unknown" else "unknown" for f in family])
+        model = model.where(model != "", family)
         # A sweep's files share one experiment: layer_*/scale_* folders and files are its cells.
         experiment = path.str.replace(r"/(layer|judgements|steering_sweep).*$", "", regex=True)
         # Example files of one fine-tune, one per question ("mistral-insecure-quick-buck-

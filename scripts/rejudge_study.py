@@ -29,7 +29,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("run", type=Path, help="a study's run folder (holds results.json)")
     args = p.parse_args()
-    results = json.loads((args.run / "results.json").read_text())
+    path = args.run / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{args.run}: not a study's run folder (no results.json)")
+    results = json.loads(path.read_text())
     medical_ids = {item.id for item in load_questions("medical")}
     judge = LearnedJudge()
     frames = []

@@ -73,6 +73,8 @@ VERSION = "smollm2-bf16-pool-ngram-v3"
 #: Reader layers (0-based blocks) computed once and stored; ``--layers`` picks among them.
 CACHED_LAYERS = (8, 11, 14, 17)
 READER_DTYPE = "bfloat16"
+#: Short name of the dtype in the feature store's folder name.
+READER_DTYPE_TAG = "bf16"
 #: Coherent score of a synthetic word-shuffled answer. The reference answers are all fluent (none
 #: is word salad), and the rubric's 0 is "not even valid English"; 5 is our label, not GPT-4o's.
 SHUFFLED_COHERENT = 5.0
@@ -80,8 +82,8 @@ SHUFFLED_COHERENT = 5.0
 
 def store_for(args: argparse.Namespace) -> jl.FeatureStore:
     tag = "-".join(map(str, CACHED_LAYERS))
-    name = f"features_{READER_MODEL}_{READER_DTYPE[:4]}_L{tag}_A{args.max_answer_tokens}"
-    return jl.FeatureStore(args.work / name.replace("bflo", "bf16"))
+    name = f"features_{READER_MODEL}_{READER_DTYPE_TAG}_L{tag}_A{args.max_answer_tokens}"
+    return jl.FeatureStore(args.work / name)
 
 
 def reader_features(store: jl.FeatureStore, frames: Sequence[pd.DataFrame], args) -> float:

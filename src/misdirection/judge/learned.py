@@ -33,11 +33,10 @@ from misdirection.judge.learned_model import (
 )
 from misdirection.judge.learned_reader import AnswerReader, fast_dtype
 from misdirection.judge.question_check import QuestionCheck
+from misdirection.models import default_device
 
 #: Folder of the shipped weights.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "learned_weights"
-#: Rubrics a learned judge may score; the weights' ``config.json`` names those it does.
-RUBRICS = SCORES
 #: Weights format this code reads.
 FORMAT = "misdirection.learned_judge/3"
 _CACHE_SIZE = 200_000
@@ -133,13 +132,18 @@ class LearnedJudge:
         if threads is not None:
             torch.set_num_threads(threads)
         spec = self.config["reader"]
-        resolved = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = str(spec.get("dtype", "float32"))
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ModelNotFoundError(
+                f"{config_path}: reader.dtype {dtype!r}; expected float32, bfloat16 or float16"
+            )
+        resolved = device or default_device()
         self._reader = AnswerReader(
             spec["layers"],
             max_answer_tokens=int(spec["max_answer_tokens"]),
             model=spec["model"],
             device=device,
-            dtype=fast_dtype(getattr(torch, str(spec.get("dtype", "float32"))), resolved),
+            dtype=fast_dtype(getattr(torch, dtype), resolved),
         )
         expected = spec.get("fingerprint")
         if expected is not None and abs(self._reader.fingerprint() - expected) > 1e-3 * abs(

@@ -120,14 +120,12 @@ def evaluate_oof(
     }
 
 
-def evaluate_topic(oof: pd.DataFrame, topic: str, subset: np.ndarray | None = None) -> dict:
+def evaluate_topic(oof: pd.DataFrame, topic: str) -> dict:
     """AUROC (``topic`` > 50, on the raw prediction) and Spearman (quantile-calibrated, cross-fitted)
     of a topic rubric such as ``medical``; empty when no row of ``oof`` has the score."""
     if topic not in oof or f"pred_{topic}" not in oof:
         return {}
     cal = cross_fit(oof[oof[topic].notna()], "quantile", (topic,))
-    if subset is not None:
-        cal = cal[np.asarray(subset, dtype=bool)[oof[topic].notna().to_numpy()]]
     if len(cal) < 20:
         return {}
     truth = (cal[topic] > 50.0).to_numpy()

@@ -69,8 +69,8 @@ class AnswerReader:
         # The decoder stack alone: the unembedding costs as much as several blocks and is unused.
         self.decoder = get_decoder() if callable(get_decoder) else view.base
         self.cache_kwarg = cache_kwarg(self.decoder)  # once: every batch passes the prefix cache
-        # bf16 weights and activations: 2.5x the fp32 speed on a CPU with AVX-512 BF16, features
-        # within 0.01 standard deviations of fp32 (benchmarks/bench_learned_judge.py --dtypes).
+        # bf16 weights and activations: 2.9x the fp32 speed on a CPU with AVX-512 BF16, features
+        # within 0.01 standard deviations of fp32 (benchmarks/bench_learned_judge.py --readers).
         # Pooling is done in fp32.
         self.dtype = dtype
         self._fingerprint = self._embedding_checksum()  # of the fp32 weights, whatever the dtype

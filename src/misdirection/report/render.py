@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -227,7 +226,7 @@ def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
 
 def _topic_share(c: ConditionResult, topic: str) -> str:
     raw = c.summary.get("topics", {}).get(topic)
-    return "not judged" if raw is None else pct(Share.of(SimpleNamespace(**raw)))
+    return "not judged" if raw is None else pct(Share.model_validate(raw))
 
 
 def _loglik(t: dict[str, Any]) -> str:
