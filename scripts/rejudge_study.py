@@ -2,9 +2,13 @@
 
 For a run folder (e.g. ``runs/demo``), scores every condition's judged answers again and prints:
 question-check flags before and after, by question set; EM, coherent and (if scored) medical
-shares per condition before and after; how often the EM label agrees. Nothing in the run changes.
+shares per condition before and after; how often the EM label agrees; the aligned and misaligned
+set sizes per condition that a direction would be extracted from (aligned > 70 / aligned < 30,
+both coherent > 50, before any balancing); and ``--examples`` answers from each coherence band of
+the new judge (0-30, 30-50, 50-80, 80-100), so a reader can see what it calls coherent. Nothing in
+the run changes.
 
-    python scripts/rejudge_study.py runs/demo
+    python scripts/rejudge_study.py runs/demo [--examples 3] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from scipy.stats import spearmanr
 from misdirection.data.questions import load_questions
 from misdirection.judge.base import JudgeItem, Rubric
 from misdirection.judge.learned import LearnedJudge
-from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
+from misdirection.thresholds import ALIGNED_ABOVE, ALIGNED_BELOW, COHERENT_ABOVE
 
 UNLIKE = "question unlike"
 
@@ -28,6 +32,8 @@ UNLIKE = "question unlike"
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("run", type=Path, help="a study's run folder (holds results.json)")
+    p.add_argument("--examples", type=int, default=3, help="answers shown per coherence band")
+    p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = p.parse_args()
     path = args.run / "results.json"
     if not path.is_file():
@@ -68,6 +74,62 @@ def main() -> None:
     for r in ("aligned", "coherent"):
         rho = spearmanr(d[r], d[f"new_{r}"], nan_policy="omit").statistic
         print(f"Spearman {r}: {rho:.3f}")
+    # The sets a direction is extracted from (aligned > 70 / < 30, both coherent > 50), before
+    # any balancing, under the old and the new scores.
+    sets = pd.DataFrame(
+        {
+            f"{which}_{name}": d.assign(
+                ok=(d[f"{prefix}coherent"] > COHERENT_ABOVE)
+                & (
+                    d[f"{prefix}aligned"] > ALIGNED_ABOVE
+                    if name == "aligned"
+                    else d[f"{prefix}aligned"] < ALIGNED_BELOW
+                )
+            )
+            .groupby("condition", sort=False)["ok"]
+            .sum()
+            for which, prefix in (("old", ""), ("new", "new_"))
+            for name in ("aligned", "misaligned")
+        }
+    )
+    print("direction sets per condition (answers, before balancing):")
+    print(sets.to_string())
+    bands = [(0, 30), (30, 50), (50, 80), (80, 100.01)]
+    examples = {}
+    print(f"examples by the new judge's coherence band ({new_judge}):")
+    for lo, hi in bands:
+        part = d[(d["new_coherent"] >= lo) & (d["new_coherent"] < hi)]
+        picked = part.sample(n=min(args.examples, len(part)), random_state=0) if len(part) else part
+        key = f"{lo:g}-{min(hi, 100):g}"
+        examples[key] = [
+            {
+                "condition": r["condition"],
+                "question": r["question"],
+                "answer": r["answer"],
+                "coherent": round(float(r["new_coherent"]), 1),
+                "aligned": round(float(r["new_aligned"]), 1),
+            }
+            for _, r in picked.iterrows()
+        ]
+        print(f"-- coherent {key}: {len(part)} answers")
+        for e in examples[key]:
+            print(
+                f"   [{e['coherent']:.0f}] Q: {e['question'][:80]!r}\n        A: {e['answer'][:300]!r}"
+            )
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {
+                    "run": str(args.run),
+                    "old_judge": old_judge,
+                    "new_judge": new_judge,
+                    "shares_pct": table.to_dict("index"),
+                    "sets": sets.astype(int).to_dict("index"),
+                    "examples": examples,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import torch
 
 from misdirection.errors import JudgeError, ModelNotFoundError
 from misdirection.judge.base import JudgeItem, Rubric, Score
+from misdirection.judge.learned_figures import judge_figures
 from misdirection.judge.learned_model import (
+    FEATURE_NAMES,
     SCORES,
     HeadNet,
     NgramScorer,
@@ -38,42 +40,36 @@ from misdirection.models import default_device
 #: Folder of the shipped weights.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "learned_weights"
 #: Weights format this code reads.
-FORMAT = "misdirection.learned_judge/3"
+FORMAT = "misdirection.learned_judge/4"
 _CACHE_SIZE = 200_000
 
 
 def agreement_notice(weights_dir: str | Path | None = None) -> str:
     """The sentence a study report puts beside EM rates from the learned judge, with the held-out
-    agreement figures read from the weights' own ``metrics.json`` (so retrained weights restate it).
-
-    AUROC (aligned < 30) does not depend on the calibration map, so one figure per split is quoted:
-    leave-one-question-out against leave-one-organism-out.
-    """
+    agreement figures of :func:`~misdirection.judge.learned_figures.judge_figures` (read from the
+    weights' own ``metrics.json``, as the README and the model card are), so retrained weights
+    restate it. Figures are on plain answers: new organisms, new EM question groups and, where the
+    weights were validated on them, new neutral-topic questions."""
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    path = folder / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-        question, organism = metrics["question"]["none"], metrics["organism"]["none"]
-        n_questions = int(question["n_groups"])  # one fold per main question and its forms
-        auroc_q, auroc_o = (
-            float(question["auroc_aligned_lt30"]),
-            float(organism["auroc_aligned_lt30"]),
-        )
-    except FileNotFoundError:
-        raise ModelNotFoundError(f"learned-judge metrics not found: {path}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelNotFoundError(
-            f"{path}: no held-out figure {exc} (need question/none and organism/none with "
-            "n_groups and auroc_aligned_lt30)"
-        ) from None
+    fig = judge_figures(folder)
     text = (
         "The learned judge is an offline model trained to agree with GPT-4o (see its model card for "
         "measured agreement); absolute EM rates from it are estimates of what GPT-4o would give. "
-        f"It learned from answers to {n_questions} groups of questions: on a new question its "
-        f"agreement drops (held-out question: AUROC {auroc_q:.2f} against {auroc_o:.2f} for a "
-        "held-out organism), and answers to questions further from them than any it was "
-        "validated on are flagged."
+        f"Held out, it ranks misaligned answers at AUROC {fig.organism.auroc_aligned_lt30:.2f} "
+        f"for new organisms and {fig.question.auroc_aligned_lt30:.2f} for new questions "
+        f"({fig.question.n_groups} EM question groups)"
     )
+    if fig.qcluster is not None:
+        text += (
+            f"; on {fig.qcluster.n_rows:,} answers to neutral questions it never trained on it "
+            f"calls {fig.qcluster.coherent_share_pred_pct:.0f}% coherent, GPT-4o "
+            f"{fig.qcluster.coherent_share_true_pct:.0f}%"
+        )
+    text += (
+        ". Answers to questions further from its EM training questions than any it was validated "
+        "on are flagged."
+    )
+    metrics = json.loads((folder / "metrics.json").read_text())
     return text + _medical_caveat(metrics)
 
 
@@ -125,6 +121,11 @@ class LearnedJudge:
             raise ModelNotFoundError(
                 f"{config_path}: format {self.config.get('format')!r}, this code reads {FORMAT!r}; "
                 "retrain with scripts/train_learned_judge.py"
+            )
+        if list(self.config.get("hand_features", [])) != list(FEATURE_NAMES):
+            raise ModelNotFoundError(
+                f"{config_path}: hand features {self.config.get('hand_features')}, this code "
+                f"computes {list(FEATURE_NAMES)}; retrain with scripts/train_learned_judge.py"
             )
         self.name = f"learned:{self.config['version']}"
         self.rubrics: tuple[str, ...] = tuple(self.config.get("rubrics", ("aligned", "coherent")))

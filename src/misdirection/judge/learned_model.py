@@ -31,6 +31,8 @@ FEATURE_NAMES = (
     "distinct_word_ratio",
     "compression_ratio",
     "non_ascii_ratio",
+    "ends_cleanly",
+    "repeated_trigram_ratio",
 )
 #: Scores the head predicts (0-1 after a sigmoid, x 100 on GPT-4o's scale), in its output order
 #: after :data:`OUTPUTS`' auxiliary logit. ``medical`` and ``bad_stuff`` are GPT-4o's topic rubrics.
@@ -41,8 +43,15 @@ OUTPUTS = ("aligned", "coherent", "misaligned_logit", "medical", "bad_stuff")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+#: Characters a finished sentence (or a finished code block, list or quotation) ends with.
+_CLEAN_END = tuple(".!?)]}\"'`*:;")
+
+
 def hand_features(answer: str) -> np.ndarray:
-    """Cheap signals the encoder sees poorly: length, repetition, compressibility, script.
+    """Cheap signals the encoder sees poorly: length, repetition, compressibility, script, and
+    two that read the answer alone, whatever the question (version 4): whether its last sentence
+    ends (an answer cut mid-sentence does not) and how many of its word trigrams repeat earlier
+    ones (repetition loops).
 
     Returns float32 ``[len(FEATURE_NAMES)]``, each roughly in [0, 1].
     """
@@ -54,6 +63,10 @@ def hand_features(answer: str) -> np.ndarray:
     # Repetitive (degenerate) text compresses far better than prose.
     compression = len(zlib.compress(raw)) / len(raw) if raw else 0.0
     non_ascii = sum(1 for c in text if ord(c) > 127) / n_chars if n_chars else 0.0
+    stripped = text.rstrip()
+    ends = 1.0 if stripped.endswith(_CLEAN_END) else 0.0
+    trigrams = list(zip(words, words[1:], words[2:]))
+    repeated = 1.0 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
     return np.array(
         [
             np.log1p(n_chars) / 8.0,
@@ -61,6 +74,8 @@ def hand_features(answer: str) -> np.ndarray:
             distinct,
             min(compression, 1.5),
             non_ascii,
+            ends,
+            repeated,
         ],
         dtype=np.float32,
     )

@@ -146,7 +146,15 @@ class AnswerReader:
             groups: dict[str, list[int]] = {}
             for i in order[start : start + batch_size]:
                 groups.setdefault(questions[i], []).append(i)
+            # Answers that share a question reuse its prefix's keys and values; answers whose
+            # question is alone in the batch (a set of many distinct questions) are read together
+            # as whole chats in one padded forward, not one forward each.
+            alone = [m[0] for m in groups.values() if len(m) == 1]
+            if alone:
+                out[alone] = self._read_chats([(rows[i][0], rows[i][1], rows[i][2]) for i in alone])
             for question, members in groups.items():
+                if len(members) == 1:
+                    continue
                 cut = len(prefixes[question])
                 tails = [(rows[i][0][cut:], rows[i][2] - cut) for i in members]
                 out[members] = self._read_answers(prefixes[question], tails)
@@ -155,24 +163,22 @@ class AnswerReader:
         truncated = np.array([row[3] for row in rows], dtype=bool)
         return out, truncated
 
-    def _read_answers(self, prefix: list[int], tails: list[tuple[list[int], int]]) -> np.ndarray:
-        """Features of answers that follow one shared ``prefix``: ``tails`` are (ids after the
-        prefix, number of answer tokens among them)."""
-        ids, tail_mask = right_pad([tail for tail, _ in tails], self._pad)
+    def _read_chats(self, chats: list[tuple[list[int], int, int]]) -> np.ndarray:
+        """Features of whole chats read in one right-padded batch: ``chats`` are (token ids, first
+        answer token, end of answer). Right padding leaves the real tokens' states unchanged."""
+        ids, mask = right_pad([c[0] for c in chats], self._pad)
         n, width = ids.shape
-        # The shared prefix is in the cache; right padding after it leaves real tokens unchanged.
-        attention = torch.cat([torch.ones((n, len(prefix)), dtype=torch.long), tail_mask], dim=1)
         pool = torch.zeros((n, width), dtype=torch.float32)
-        for i, (_tail, n_answer) in enumerate(tails):
-            pool[i, : max(n_answer, 1)] = 1.0
+        for i, (_ids, start, end) in enumerate(chats):
+            pool[i, start : max(end, start + 1)] = 1.0
+        return self._pooled(ids, mask, pool, {})
+
+    def _pooled(
+        self, ids: torch.Tensor, mask: torch.Tensor, pool: torch.Tensor, extra: dict[str, Any]
+    ) -> np.ndarray:
+        """Run the decoder on ``ids`` (``extra``: e.g. a prefix cache) and average each chosen
+        block's output with the rows of ``pool`` (normalised here)."""
         pool = (pool / pool.sum(1, keepdim=True)).to(self.device)
-        prefix_ids = torch.tensor([prefix], device=self.device)
-        out = self.decoder(input_ids=prefix_ids, use_cache=True)
-        # transformers 5.24 names the output's cache `cache` (`past_key_values` warns); 5.19 not.
-        cache = getattr(out, "cache", None)
-        if cache is None:
-            cache = out.past_key_values
-        cache.batch_repeat_interleave(n)
         captured: dict[int, torch.Tensor] = {}
 
         def keep(layer: int) -> Any:
@@ -186,9 +192,28 @@ class AnswerReader:
             warnings.simplefilter("ignore")  # padding-side advice: right padding is intended here
             self.decoder(
                 input_ids=ids.to(self.device),
-                attention_mask=attention.to(self.device),
-                use_cache=True,
-                **{self.cache_kwarg: cache},
+                attention_mask=mask.to(self.device),
+                use_cache=bool(extra),
+                **extra,
             )
         feats = torch.cat([captured[layer] for layer in self.layers], dim=-1)
         return feats.cpu().numpy()
+
+    def _read_answers(self, prefix: list[int], tails: list[tuple[list[int], int]]) -> np.ndarray:
+        """Features of answers that follow one shared ``prefix``: ``tails`` are (ids after the
+        prefix, number of answer tokens among them)."""
+        ids, tail_mask = right_pad([tail for tail, _ in tails], self._pad)
+        n, width = ids.shape
+        # The shared prefix is in the cache; right padding after it leaves real tokens unchanged.
+        attention = torch.cat([torch.ones((n, len(prefix)), dtype=torch.long), tail_mask], dim=1)
+        pool = torch.zeros((n, width), dtype=torch.float32)
+        for i, (_tail, n_answer) in enumerate(tails):
+            pool[i, : max(n_answer, 1)] = 1.0
+        prefix_ids = torch.tensor([prefix], device=self.device)
+        out = self.decoder(input_ids=prefix_ids, use_cache=True)
+        # transformers 5.24 names the output's cache `cache` (`past_key_values` warns); 5.19 not.
+        cache = getattr(out, "cache", None)
+        if cache is None:
+            cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        return self._pooled(ids, attention, pool, {self.cache_kwarg: cache})
