@@ -46,6 +46,8 @@ test-vllm:
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# The layering contracts of [tool.importlinter] in pyproject.toml.
+	$(BIN)/lint-imports
 
 # mypy reads its settings (files, per-module exceptions) from [tool.mypy] in pyproject.toml.
 typecheck: $(STAMP)

@@ -80,3 +80,11 @@ def test_a_missing_vllm_fails_before_any_model_loads(monkeypatch, tmp_path):
         assert (
             "vllm is not importable (test)" in message or "hf backend takes no options" in message
         ), message
+
+
+@pytest.mark.embedded
+def test_models_prints_the_layer_convention_whole() -> None:
+    # Rich read "[i + 1]" as markup and printed "hidden_states in HF terms".
+    result = CliRunner().invoke(app, ["models", "smollm2-135m"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "hidden_states[i + 1]" in result.output

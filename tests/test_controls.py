@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from misdirection.controls import random_control, random_controls, second_moments
-from misdirection.directions import DirectionSet, cosine_per_layer, resolve_reference
+from misdirection.direction_references import resolve_reference
+from misdirection.directions import DirectionSet, cosine_per_layer
 from misdirection.errors import ConfigError, DataError, ShapeError
 
 N, LAYERS, D = 400, 3, 64

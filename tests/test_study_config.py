@@ -7,8 +7,8 @@ import json
 import pytest
 
 from misdirection.errors import ConfigError
+from misdirection.store import RunStore, stable_hash
 from misdirection.study.config import load_config, parse_config, validate_against_model
-from misdirection.study.store import RunStore, stable_hash
 
 GOOD = {
     "name": "t",

@@ -14,7 +14,6 @@ from misdirection.models import ModelView
 from misdirection.train import (
     IGNORE_INDEX,
     RECIPES,
-    _Interrupt,
     apply_lora,
     collate,
     encode_conversation,
@@ -24,6 +23,7 @@ from misdirection.train import (
     target_nll,
     train_organism,
 )
+from misdirection.train.trainer import _Interrupt
 
 CONVERSATIONS = [
     [

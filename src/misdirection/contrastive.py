@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from misdirection.data.contrast import PromptSet, load_prompt_set
-from misdirection.directions import DIRECTIONS_FORMAT, DirectionSet, mean_diff
+from misdirection.direction_set import DIRECTIONS_FORMAT, DirectionSet, mean_diff
 from misdirection.errors import ConfigError, DataError, ShapeError
 from misdirection.models import LAYER_CONVENTION
 

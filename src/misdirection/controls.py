@@ -38,7 +38,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
-from misdirection.directions import DirectionSet, as_direction_set
+from misdirection.direction_set import DirectionSet, as_direction_set
 from misdirection.errors import ConfigError, DataError, ShapeError
 
 ControlKind = Literal["isotropic", "variance-matched"]

@@ -1,4 +1,4 @@
-"""Mean-difference misalignment directions, direction files and cosines.
+"""Mean-difference misalignment directions: selecting the two sets, extracting, comparing.
 
 A direction set holds one vector per layer, ``directions[i]`` for layer ``i`` (layer ``i`` = output
 of decoder block ``i``, 0-based; :data:`misdirection.models.LAYER_CONVENTION`). The mean-diff
@@ -12,265 +12,63 @@ optionally restricted by topic filters (``medical > 50``: a *semantic* vector) a
 subsampling the larger set (seeded). Answers with a null score needed by a condition fall in neither
 set; their number is recorded in the metadata, never hidden.
 
-File format (safetensors): tensor ``directions`` float32 [n_layers, d_model]; metadata str->str with
-``format`` = ``misdirection.directions/1``, ``method``, ``model``, ``adapter``, ``layer_convention``,
-``positions`` and method-specific keys whose values are JSON-encoded.
+The direction set and its file format live in :mod:`misdirection.direction_set` (re-exported here).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import operator
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
 
-from misdirection.errors import ConfigError, DataError, ShapeError, check_layer
+from misdirection.activations import capture_activations, table_columns
+from misdirection.direction_set import (
+    DIRECTIONS_FORMAT,
+    DirectionSet,
+    as_direction_set,
+    cosine_per_layer,
+    file_sha256,
+    mean_diff,
+)
+from misdirection.errors import ConfigError, DataError
 from misdirection.models import LAYER_CONVENTION
+from misdirection.reliability import DirectionSamples, split_half
 from misdirection.thresholds import ALIGNED_ABOVE, ALIGNED_BELOW, COHERENT_ABOVE
 
-if TYPE_CHECKING:
-    from misdirection.reliability import DirectionSamples
+# The direction set's names, re-exported: ``misdirection.directions`` is the public home of the
+# whole direction API (``DirectionSet``, ``cosine_per_layer``...).
+__all__ = [
+    "DIRECTIONS_FORMAT",
+    "DirectionSet",
+    "Extraction",
+    "Selection",
+    "SetThresholds",
+    "as_direction_set",
+    "check_set_sizes",
+    "cosine_per_layer",
+    "cosine_table",
+    "extract_directions",
+    "file_sha256",
+    "mean_diff",
+    "parse_topic_filter",
+    "select_sets",
+]
 
-DIRECTIONS_FORMAT = "misdirection.directions/1"
-# Plain-string metadata keys; every other key is JSON-encoded.
-_STR_KEYS = ("format", "method", "model", "adapter", "layer_convention", "positions")
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
     ">=": operator.ge,
     "<": operator.lt,
     "<=": operator.le,
 }
-
-
-# ----------------------------------------------------------------------------------------------
-# Direction sets and files
-
-
-@dataclass
-class DirectionSet:
-    """Per-layer directions [n_layers, d_model] (float32) and their provenance."""
-
-    directions: torch.Tensor
-    metadata: dict[str, Any] = field(default_factory=dict)
-    path: str | None = None
-
-    def __post_init__(self) -> None:
-        d = torch.as_tensor(self.directions)
-        if d.ndim == 1:
-            d = d[None]
-        if d.ndim != 2:
-            raise ShapeError(f"directions must be [n_layers, d_model]; got shape {tuple(d.shape)}")
-        self.directions = d.detach().to("cpu", torch.float32).contiguous()
-        self.metadata.setdefault("format", DIRECTIONS_FORMAT)
-        self.metadata.setdefault("layer_convention", LAYER_CONVENTION)
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.directions.shape[0])
-
-    @property
-    def d_model(self) -> int:
-        return int(self.directions.shape[1])
-
-    @property
-    def method(self) -> str:
-        return str(self.metadata.get("method", ""))
-
-    def layer(self, layer: int) -> torch.Tensor:
-        """The direction of one layer, [d_model] (negative indices count from the end)."""
-        return self.directions[check_layer(layer, self.n_layers, "direction layer")]
-
-    def norms(self) -> torch.Tensor:
-        """Per-layer Euclidean norms [n_layers]."""
-        return self.directions.norm(dim=1)
-
-    def unit(self) -> torch.Tensor:
-        """Unit-norm rows; a zero row stays zero."""
-        n = self.norms().clamp_min(torch.finfo(torch.float32).tiny)
-        return self.directions / n[:, None]
-
-    def sha256(self) -> str:
-        """Content hash of the tensor (little-endian float32 bytes)."""
-        return hashlib.sha256(self.directions.numpy().astype("<f4").tobytes()).hexdigest()
-
-    def save(self, path: str | Path) -> Path:
-        """Write the safetensors direction file; returns its path."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {k: (str(v) if k in _STR_KEYS else json.dumps(v)) for k, v in self.metadata.items()}
-        save_file({"directions": self.directions}, str(path), metadata=meta)
-        self.path = str(path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> DirectionSet:
-        """Read a direction file, or any .safetensors/.pt/.npy file with a [d] or [n_layers, d] tensor."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"direction file {path} does not exist")
-        suffix = path.suffix.lower()
-        meta: dict[str, Any] = {}
-        try:
-            if suffix == ".safetensors":
-                from safetensors import safe_open
-
-                with safe_open(str(path), framework="pt") as f:
-                    keys = list(f.keys())
-                    raw = dict(f.metadata() or {})
-                    key = (
-                        "directions"
-                        if "directions" in keys
-                        else keys[0]
-                        if len(keys) == 1
-                        else None
-                    )
-                    if key is None:
-                        raise DataError(
-                            f"{path}: holds tensors {keys}; expected 'directions' or a single tensor"
-                        )
-                    tensor = f.get_tensor(key).float()
-                meta = {k: (v if k in _STR_KEYS else _json_or_str(v)) for k, v in raw.items()}
-            elif suffix in (".pt", ".pth"):
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)
-                if isinstance(obj, dict) and "directions" in obj:
-                    obj = obj["directions"]
-                if not isinstance(obj, torch.Tensor):
-                    raise DataError(f"{path}: expected a tensor, found {type(obj).__name__}")
-                tensor = obj.float()
-            elif suffix == ".npy":
-                tensor = torch.from_numpy(np.load(str(path))).float()
-            else:
-                raise DataError(f"{path}: direction files must end in .safetensors, .pt or .npy")
-        except (OSError, ValueError, RuntimeError) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise DataError(f"cannot read direction file {path}: {exc}") from None
-        if tensor.ndim not in (1, 2):
-            raise ShapeError(
-                f"{path}: expected a [d] or [n_layers, d] tensor, got {tuple(tensor.shape)}"
-            )
-        return cls(tensor, meta, path=str(path))
-
-    def reference(self) -> dict[str, Any]:
-        """How an intervention spec points back at this set (rebuilt by :func:`resolve_reference`).
-
-        A random control (:mod:`misdirection.controls`) is named by its seed, kind and reference;
-        the second moments its metadata records are results, not identity, and stay out. A
-        variance-matched control also carries its vectors: rebuilding it from the seed would need
-        the activations it was matched on.
-        """
-        rc = self.metadata.get("random_control")
-        if isinstance(rc, dict):
-            identity = {
-                k: rc[k]
-                for k in ("seed", "kind", "reference", "tolerance", "activations_sha256")
-                if k in rc
-            }
-            if identity.get("kind", "isotropic") == "isotropic":
-                return {"random_control": identity}
-            if self.path is not None:  # saved (the engine keeps them in its store): point at it
-                return {
-                    "random_control": identity,
-                    "path": str(Path(self.path).resolve()),
-                    "sha256": self.sha256(),
-                }
-            return {
-                "random_control": identity,
-                "inline": self.directions.tolist(),
-                "sha256": self.sha256(),
-            }
-        if self.path is not None:
-            return {"path": str(Path(self.path).resolve()), "sha256": self.sha256()}
-        return {"inline": self.directions.tolist(), "sha256": self.sha256()}
-
-
-def _json_or_str(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except (json.JSONDecodeError, TypeError):
-        return value
-
-
-def as_direction_set(obj: DirectionSet | torch.Tensor | np.ndarray | str | Path) -> DirectionSet:
-    """Accept a DirectionSet, a [d]/[n_layers, d] tensor or array, or a path to a direction file."""
-    if isinstance(obj, DirectionSet):
-        return obj
-    if isinstance(obj, (str, Path)):
-        return DirectionSet.load(obj)
-    if isinstance(obj, np.ndarray):
-        obj = torch.from_numpy(obj)
-    if isinstance(obj, torch.Tensor):
-        return DirectionSet(obj.detach().float(), {"method": "tensor"})
-    raise ConfigError(
-        f"expected a DirectionSet, tensor or direction file; got {type(obj).__name__}"
-    )
-
-
-def resolve_reference(ref: Mapping[str, Any]) -> DirectionSet:
-    """Rebuild the direction set an intervention spec points at (see :meth:`DirectionSet.reference`)."""
-    if "random_control" in ref:
-        from misdirection.controls import random_control
-
-        rc = ref["random_control"]
-        kind = rc.get("kind", "isotropic")
-        if kind == "isotropic":
-            return random_control(resolve_reference(rc["reference"]), seed=int(rc["seed"]))
-        if "path" in ref:
-            ds = DirectionSet.load(ref["path"])
-            if ref.get("sha256") and ds.sha256() != ref["sha256"]:
-                raise DataError(
-                    f"random-control file {ref['path']} has changed since the spec was recorded"
-                )
-            return ds
-        if "inline" not in ref:
-            raise ConfigError(
-                f"a {kind} random control cannot be rebuilt from its seed alone (it was matched on "
-                f"activations); its spec must carry the vectors ('inline')"
-            )
-        ds = DirectionSet(
-            torch.tensor(ref["inline"], dtype=torch.float32),
-            {"method": "random-control", "random_control": dict(rc)},
-        )
-        if ref.get("sha256") and ds.sha256() != ref["sha256"]:
-            raise DataError(
-                f"the inline vectors of a {kind} random control do not match their recorded sha256"
-            )
-        return ds
-    if "path" in ref:
-        ds = DirectionSet.load(ref["path"])
-        if ref.get("sha256") and ds.sha256() != ref["sha256"]:
-            raise DataError(
-                f"direction file {ref['path']} has changed since the spec was recorded "
-                f"(sha256 {ds.sha256()[:12]} != {str(ref['sha256'])[:12]})"
-            )
-        return ds
-    if "inline" in ref:
-        return DirectionSet(torch.tensor(ref["inline"], dtype=torch.float32), {"method": "inline"})
-    raise ConfigError(
-        f"cannot rebuild a direction set from {sorted(ref)} (need path, inline or random_control)"
-    )
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (the source answers table of a direction)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,15 +182,6 @@ def check_set_sizes(
 # Mean-diff extraction
 
 
-def mean_diff(misaligned: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
-    """Per-layer mean(misaligned) - mean(aligned) of [n, n_layers, d] activations (float64 sums)."""
-    if misaligned.shape[1:] != aligned.shape[1:]:
-        raise ShapeError(
-            f"activation sets differ in shape: misaligned {tuple(misaligned.shape)}, aligned {tuple(aligned.shape)}"
-        )
-    return (misaligned.double().mean(0) - aligned.double().mean(0)).float()
-
-
 class Extraction(NamedTuple):
     """What :func:`extract_directions` gives: the directions and the answers' activations behind them."""
 
@@ -426,9 +215,6 @@ def extract_directions(
     The per-answer activations of both sets come back beside the directions (for noise ceilings
     and variance-matched controls).
     """
-    from misdirection.activations import capture_activations, table_columns
-    from misdirection.reliability import DirectionSamples, split_half
-
     where = str(source) if source is not None else "answers table"
     sel = select_sets(table, thresholds, topics, balance=balance, seed=seed)
     check_set_sizes(sel, max(1, min_per_set), thresholds, topics, where)
@@ -489,20 +275,6 @@ def extract_directions(
 
 # ----------------------------------------------------------------------------------------------
 # Cosines across direction sets
-
-
-def cosine_per_layer(a: DirectionSet | torch.Tensor, b: DirectionSet | torch.Tensor) -> np.ndarray:
-    """Cosine similarity of two direction sets, layer by layer: [n_layers] (NaN where a row is zero)."""
-    a, b = as_direction_set(a), as_direction_set(b)
-    if a.directions.shape != b.directions.shape:
-        raise ShapeError(
-            f"cannot compare direction sets of shapes {tuple(a.directions.shape)} and {tuple(b.directions.shape)}"
-        )
-    x, y = a.directions.double(), b.directions.double()
-    den = x.norm(dim=1) * y.norm(dim=1)
-    cos = (x * y).sum(1) / den
-    cos[den == 0] = math.nan
-    return cos.numpy()
 
 
 def cosine_table(sets: Mapping[str, DirectionSet]) -> pd.DataFrame:

@@ -4,7 +4,7 @@ A *condition* is a model (the base, or the base with an adapter) under an option
 sampled on a question set with fixed settings and judged by one judge. Its identity is its inputs:
 model, adapter, the intervention's ``spec()`` (file paths dropped where a content hash stands
 beside them, so a moved run folder keeps its cache), the questions' hash, the sampling settings and
-the judge. The engine caches both stages in a :class:`~misdirection.study.store.RunStore`:
+the judge. The engine caches both stages in a :class:`~misdirection.store.RunStore`:
 
 * ``sample/<name>`` writes one Parquet chunk per group of questions (answers are seeded per answer,
   so chunks do not depend on one another) and skips finished chunks after an interruption;
@@ -40,7 +40,7 @@ from misdirection.results import (
     EffectPolicy,
     Share,
 )
-from misdirection.study.store import RunStore, Stage
+from misdirection.store import RunStore, Stage
 
 #: Rubrics the EM summary needs.
 REQUIRED_RUBRICS = ("aligned", "coherent")

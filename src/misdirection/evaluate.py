@@ -336,7 +336,7 @@ def engine_results(engine: Engine, effects: Sequence[Effect] = ()) -> Results:
 
 def write_results(results: Results, out: str | Path, csv_name: str | None = None) -> Path:
     """``out/results.json`` (and the effects as ``out/<csv_name>``); returns the JSON path."""
-    from misdirection.study.store import atomic_write_text
+    from misdirection.io import atomic_write_text
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -373,7 +373,7 @@ def steering_sweep(
     controls (same norm, same layer). With ``out`` every condition is cached there and the effects
     are written to ``out/sweep.csv`` and ``out/results.json``.
     """
-    from misdirection.directions import as_direction_set
+    from misdirection.direction_set import as_direction_set
     from misdirection.interventions import Steer
 
     judge = resolve_judge(judge)
@@ -511,7 +511,7 @@ def transfer(
     in ``out`` (one folder per target) and the effects are written to ``out/transfer.csv`` and
     ``out/results.json``.
     """
-    from misdirection.directions import as_direction_set
+    from misdirection.direction_set import as_direction_set
     from misdirection.interventions import Ablate
 
     judge = resolve_judge(judge)

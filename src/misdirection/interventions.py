@@ -37,11 +37,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from misdirection.directions import (
-    DirectionSet,
-    as_direction_set,
-    resolve_reference,
-)
+from misdirection.direction_references import resolve_reference
+from misdirection.direction_set import DirectionSet, as_direction_set
 from misdirection.errors import ConfigError, DataError, ModelNotFoundError, ShapeError
 from misdirection.hooks import block_input_hooks, block_output_hooks, view_of
 from misdirection.models import LAYER_CONVENTION, ModelView

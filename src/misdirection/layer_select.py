@@ -39,7 +39,7 @@ import torch
 import yaml
 
 from misdirection.data.contrast import CONTRAST_DIR, PromptSet, load_prompt_set
-from misdirection.directions import DirectionSet, as_direction_set
+from misdirection.direction_set import DirectionSet, as_direction_set
 from misdirection.errors import ConfigError, DataError
 from misdirection.io import atomic_write_json, to_jsonable
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from misdirection.direction_set import mean_diff
 from misdirection.errors import ConfigError, DataError, ShapeError
 
 SAMPLES_FORMAT = "misdirection.direction-samples/1"
@@ -77,8 +78,6 @@ class DirectionSamples:
 
     def direction(self) -> torch.Tensor:
         """The mean-diff direction [n_layers, d]: mean(misaligned) - mean(aligned)."""
-        from misdirection.directions import mean_diff
-
         return mean_diff(self.misaligned, self.aligned)
 
     def save(self, path: str | Path) -> Path:

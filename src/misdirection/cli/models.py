@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         from misdirection.models import EMBEDDED_MODELS, LAYER_CONVENTION, load_model
 
@@ -32,7 +33,8 @@ def register(app: typer.Typer) -> None:
         table.add_row("hidden size", str(lm.view.d_model))
         table.add_row("decoder blocks", f"{lm.view.block_name(0)} .. {lm.view.block_name(-1)}")
         table.add_row("MLP down-projection", lm.view.down_proj_name(0).replace(".0.", ".{i}."))
-        table.add_row("layer convention", LAYER_CONVENTION)
+        # Text, not a markup string: Rich would take "[i + 1]" for a style tag and drop it.
+        table.add_row("layer convention", Text(LAYER_CONVENTION))
         table.add_row("device / dtype", f"{lm.device} / {next(lm.model.parameters()).dtype}")
         table.add_row("load time", f"{seconds:.2f} s")
         table.add_row("embedded aliases", ", ".join(EMBEDDED_MODELS))

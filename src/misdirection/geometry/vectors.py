@@ -187,7 +187,7 @@ def load_layer_table(path: str | Path) -> dict[str, int]:
 
 def read_stack(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     """Every layer of a direction file as float64 [n_layers, d], with its string metadata."""
-    from misdirection.directions import DirectionSet
+    from misdirection.direction_set import DirectionSet
 
     path = Path(path)
     if not path.is_file():

@@ -87,7 +87,7 @@ class BVectorAblation:
         layers: Sequence[int] | None = None,
         source_layer: int | None = None,
     ) -> None:
-        from misdirection.directions import as_direction_set
+        from misdirection.direction_set import as_direction_set
 
         self.direction_set = as_direction_set(directions)
         self.directions = self.direction_set.directions
@@ -108,7 +108,7 @@ class BVectorAblation:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> BVectorAblation:
-        from misdirection.directions import resolve_reference
+        from misdirection.direction_references import resolve_reference
 
         if spec.get("kind") != cls.kind:
             raise ConfigError(f"not a B-vector ablation spec: kind {spec.get('kind')!r}")

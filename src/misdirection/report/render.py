@@ -20,6 +20,7 @@ import jinja2
 from pydantic import ValidationError
 
 from misdirection.errors import DataError
+from misdirection.io import atomic_write_text
 from misdirection.report import figures as fig
 from misdirection.report.markdown import shift_headings, to_html
 from misdirection.results import (
@@ -32,7 +33,6 @@ from misdirection.results import (
     effect_cells,
     pct,
 )
-from misdirection.study.store import atomic_write_text
 
 #: Effect kinds in report order, with their section titles.
 EFFECT_SECTIONS: dict[EffectKind, str] = {

@@ -34,13 +34,14 @@ from rich.console import Console
 from misdirection.engine import Engine, SamplingSettings
 from misdirection.errors import ConfigError, MisdirectionError
 from misdirection.evaluate import intervention_effect
+from misdirection.io import atomic_write_text
 from misdirection.metrics import Thresholds
 from misdirection.models import LoadedModel, load_model, looks_like_hub_id
 from misdirection.provenance import library_versions
 from misdirection.reliability import samples_path
 from misdirection.results import ConditionResult, Effect, EffectPolicy, StudyResults
+from misdirection.store import RunStore, stable_hash
 from misdirection.study.config import StudyConfig, validate_against_model
-from misdirection.study.store import RunStore, atomic_write_text, stable_hash
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from misdirection.io import atomic_write_text  # re-exported: the stages import it from here
+from misdirection.io import atomic_write_text
 
 #: Bump when a stage's output format or results change within a release, so old caches are not
 #: reused. The package version is part of every key too: an upgrade never reuses older stages.
