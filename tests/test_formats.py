@@ -233,7 +233,9 @@ def test_convert_lists_what_it_lost_and_checks_by_reading_back(ours, tmp_path):
     assert result.layers_out == list(range(1, N_LAYERS)) and "layer 0" in result.lost[0]
     back = convert(tmp_path / "v.gguf", tmp_path / "again.safetensors")
     assert back.source_format == "gguf" and any("[0]" in n for n in back.notes)
-    assert torch.equal(DirectionSet.load(tmp_path / "again.safetensors").directions[1:], ours.directions[1:])
+    assert torch.equal(
+        DirectionSet.load(tmp_path / "again.safetensors").directions[1:], ours.directions[1:]
+    )
 
 
 @pytest.mark.parametrize(
@@ -266,6 +268,12 @@ def test_convert_cli_asks_which_pt_format(ours, tmp_path):
     assert result.exit_code != 0 and "choose one with --to" in str(result.exception)
     result = CliRunner().invoke(
         app,
-        ["convert", str(tmp_path / "ours.safetensors"), str(tmp_path / "x.pt"), "--to", "em-organisms"],
+        [
+            "convert",
+            str(tmp_path / "ours.safetensors"),
+            str(tmp_path / "x.pt"),
+            "--to",
+            "em-organisms",
+        ],
     )
     assert result.exit_code == 0 and "lost:" in result.output and "n_aligned=40" in result.output
