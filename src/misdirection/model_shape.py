@@ -98,5 +98,5 @@ def check_fits(
             f"{where}: holds {rows} layers but model {model} has {shape.n_layers} (from {shape.source})"
         )
     for layer in layers or ():
-        check_layer(layer, shape.n_layers, f"layer {layer} for model {model}")
+        check_layer(layer, shape.n_layers, f"{where}: layer")
     return shape

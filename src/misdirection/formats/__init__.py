@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from misdirection.errors import ConfigError, DataError
-from misdirection.formats import gguf_cvec, layer_files, steering_vectors
+from misdirection.formats import gguf_cvec, layer_files, repeng, steering_vectors
 from misdirection.formats.base import TORCH_LOAD_ERRORS, Format, LayerVectors
 
 #: Our own format's name (read and written by :class:`misdirection.directions.DirectionSet`).
@@ -36,6 +36,10 @@ FORMATS: dict[str, Format] = {
 }
 
 __all__ = [
+    "gguf_cvec",
+    "layer_files",
+    "repeng",
+    "steering_vectors",
     "FORMATS",
     "OURS",
     "Format",
