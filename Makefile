@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.misdirection-installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-vllm demo demo-quick test test-vllm lint typecheck bench clean
+.PHONY: install install-vllm install-peers demo demo-quick test test-vllm test-peers lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,19 @@ test-vllm:
 	$(MAKE) install-vllm VENV=$(VLLM_VENV)
 	MISDIRECTION_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -m vllm $(PYTEST_ARGS)
 
+# The peer tools as oracles (tests/test_peers.py), in a venv of their own so that `make test` keeps
+# testing the default set-up. steering-vectors and repeng go in --no-deps (see the `peers` extra in
+# pyproject.toml); torch stays the CPU build the set-up installed. Under MISDIRECTION_REQUIRE_PEERS=1
+# a missing peer fails the run, never skips.
+PEERS_VENV ?= .venv-peers
+install-peers:
+	$(MAKE) install VENV=$(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet -e ".[peers,test]" torch==2.13.0
+	$(PEERS_VENV)/bin/pip install --quiet --no-deps steering-vectors==0.12.2 repeng==0.4.0
+
+test-peers: install-peers
+	MISDIRECTION_REQUIRE_PEERS=1 $(PEERS_VENV)/bin/python -m pytest -m peers $(PYTEST_ARGS)
+
 lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -57,4 +70,4 @@ bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV)
+	rm -rf $(VENV) $(VLLM_VENV) $(PEERS_VENV)

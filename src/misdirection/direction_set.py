@@ -92,9 +92,18 @@ class DirectionSet:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> DirectionSet:
-        """Read a direction file, or any .safetensors/.pt/.npy file with a [d] or [n_layers, d] tensor."""
-        path = Path(path)
+    def load(cls, path: str | Path, format: str | None = None) -> DirectionSet:
+        """Read a direction file, or any .safetensors/.pt/.npy file with a [d] or [n_layers, d] tensor.
+
+        Files in the field's formats (GGUF control vectors, steering-vectors, persona_vectors, ...;
+        :mod:`misdirection.formats`) are recognised, or named as ``format`` / ``FORMAT:PATH``, and
+        read in our layer convention.
+        """
+        from misdirection.formats import read_foreign
+
+        path, foreign, rereadable = read_foreign(path, format)
+        if foreign is not None:
+            return cls(foreign.directions, foreign.metadata, str(path) if rereadable else None)
         if not path.is_file():
             raise DataError(f"direction file {path} does not exist")
         suffix = path.suffix.lower()
@@ -129,7 +138,10 @@ class DirectionSet:
             elif suffix == ".npy":
                 tensor = torch.from_numpy(np.load(str(path))).float()
             else:
-                raise DataError(f"{path}: direction files must end in .safetensors, .pt or .npy")
+                raise DataError(
+                    f"{path}: direction files must end in .safetensors, .pt, .npy or .gguf "
+                    "(or name their format as FORMAT:PATH)"
+                )
         except (OSError, ValueError, RuntimeError) as exc:
             if isinstance(exc, DataError):
                 raise

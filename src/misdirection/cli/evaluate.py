@@ -176,6 +176,7 @@ def register(app: typer.Typer) -> None:
             write_results,
         )
         from misdirection.metrics import render, summarize
+        from misdirection.model_shape import check_fits
         from misdirection.models import load_model
         from misdirection.results import effects_rich_table
 
@@ -201,6 +202,8 @@ def register(app: typer.Typer) -> None:
             source_layer=source_layer,
             scale_adapters=scale_adapters,
         )
+        if directional is not None:  # a direction that cannot fit fails before the model loads
+            check_fits(directional.directions.directions, model, str(steer or ablate), layer)
         if random_control and directional is None:
             raise ConfigError("--random-control needs exactly one of --steer or --ablate")
         kind = (
@@ -330,6 +333,7 @@ def register(app: typer.Typer) -> None:
             plot_sweep,
             steering_sweep,
         )
+        from misdirection.model_shape import check_fits
         from misdirection.models import load_model
         from misdirection.results import effects_rich_table
 
@@ -349,6 +353,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--layers for a sweep must list the layers, e.g. 10,15,20")
         scale_list = parse_floats(scales, "--scales")
         directions = DirectionSet.load(direction)  # a bad file fails before the model loads
+        check_fits(directions.directions, model, str(direction), layer_list)
         question_set = load_questions(questions)
         lm = load_model(model, adapter=adapter or None, device=device)
         results = steering_sweep(

@@ -7,8 +7,8 @@ from a layer table). A vectors file (YAML list) holds the same per entry: ``name
 base-similarity figure); paths are relative to the list's folder.
 
 Direction files are read by :meth:`misdirection.directions.DirectionSet.load` (one reader for
-the format): our direction files, or any ``.safetensors`` / ``.pt`` / ``.npy`` file holding one
-[d] or [n_layers, d] tensor. From [n_layers, d] one row is picked (layer i = output of decoder
+the format): our direction files, the field's formats (:mod:`misdirection.formats`; ``FORMAT:PATH``
+names one), or any ``.safetensors`` / ``.pt`` / ``.npy`` file holding one [d] or [n_layers, d] tensor. From [n_layers, d] one row is picked (layer i = output of decoder
 block i); a file with one vector is that vector at whatever layer it was taken.
 
 Which layer a vector uses, first match wins: its own ``@LAYER``; its entry in the layer table
@@ -28,7 +28,7 @@ import numpy as np
 
 from misdirection.errors import ConfigError, DataError, LayerIndexError, ShapeError, check_layer
 
-SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
+SUFFIXES = (".safetensors", ".pt", ".pth", ".npy", ".gguf")
 BEST = "best"
 
 
@@ -188,13 +188,15 @@ def load_layer_table(path: str | Path) -> dict[str, int]:
 def read_stack(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     """Every layer of a direction file as float64 [n_layers, d], with its string metadata."""
     from misdirection.direction_set import DirectionSet
+    from misdirection.formats import split_format
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.suffix.lower() not in SUFFIXES:
+    fmt, file = split_format(path)
+    if not file.is_file():
+        raise DataError(f"{file}: no such file")
+    if fmt is None and file.suffix.lower() not in SUFFIXES:
         raise DataError(
-            f"{path}: unsupported file type {path.suffix!r} (use one of {', '.join(SUFFIXES)})"
+            f"{file}: unsupported file type {file.suffix!r} (use one of {', '.join(SUFFIXES)}, "
+            "or name the format as FORMAT:PATH)"
         )
     ds = DirectionSet.load(path)
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in ds.metadata.items()}
