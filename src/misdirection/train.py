@@ -29,7 +29,8 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -468,6 +469,21 @@ class TrainResult:
         return self.out_dir
 
 
+@dataclass
+class TrainStep:
+    """What a training callback sees: the model after ``step`` optimizer steps (0 = before any).
+
+    ``batches``: the micro-batches of that step (of step 1 at step 0). The callback runs in eval
+    mode under ``torch.no_grad`` with the training interventions removed, so it reads the adapter
+    that will be saved, and draws no random numbers the trainer would.
+    """
+
+    step: int
+    total_steps: int
+    lm: LoadedModel
+    batches: list[Batch]
+
+
 class _Interrupt(Exception):
     """Raised by a test hook to simulate a crash between steps."""
 
@@ -479,6 +495,9 @@ def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
 def _fingerprint(card: dict[str, Any]) -> str:
     keep = {k: card[k] for k in ("base_model", "dataset_sha256", "recipe", "targets")}
     keep["recipe"] = {k: v for k, v in keep["recipe"].items() if k != "checkpoint_every"}
+    # Only defended runs add their interventions: plain runs keep the fingerprints they had.
+    if card.get("training_interventions"):
+        keep["training_interventions"] = card["training_interventions"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
@@ -591,6 +610,8 @@ def train_organism(
     keep_checkpoints: int = 1,
     eval_data: Any = None,
     copy_model: bool = True,
+    interventions: Sequence[Any] = (),
+    on_step: Callable[[TrainStep], None] | None = None,
     _stop_after_step: int | None = None,
     **overrides: Any,
 ) -> TrainResult:
@@ -611,6 +632,12 @@ def train_organism(
     token before and after training to the run card. ``num_threads`` sets torch's CPU threads for
     the run (default: the cores this process may use; on a heavily shared machine 1 is faster).
     Identical inputs and thread count give bitwise-identical adapters.
+
+    ``interventions`` (e.g. :class:`misdirection.interventions.Ablate` / ``Steer``) are active in
+    the training forward passes only: the saved adapter, the held-out scores and ``on_step`` see the
+    model without them. Their specs go into the run card (``training_interventions``) and into the
+    resume fingerprint. ``on_step`` is called with a :class:`TrainStep` before the first step and
+    after every optimizer step (monitoring; see :mod:`misdirection.training_time.monitor`).
     """
     recipe = get_recipe(recipe, **overrides)
     out = Path(out_dir)
@@ -622,6 +649,10 @@ def train_organism(
     lm = _load_lm(model, device, copy_model)
     view = lm.view
     layers, targets = target_module_names(view, recipe)  # validates layers before any work
+    from misdirection.engine import check_intervention
+
+    for intervention in interventions:  # widths and layers fail here, before any training
+        check_intervention(lm, intervention)
 
     threads_before = torch.get_num_threads()
     if lm.device.type == "cpu":
@@ -639,6 +670,8 @@ def train_organism(
             progress,
             keep_checkpoints,
             eval_data,
+            list(interventions),
+            on_step,
             _stop_after_step,
         )
     finally:
@@ -657,6 +690,8 @@ def _train(
     progress: bool,
     keep_checkpoints: int,
     eval_data: Any,
+    interventions: list[Any],
+    on_step: Callable[[TrainStep], None] | None,
     stop_after: int | None,
 ) -> TrainResult:
     from transformers import get_linear_schedule_with_warmup
@@ -706,6 +741,7 @@ def _train(
         "targets": targets,
         "n_trainable_params": sum(p.numel() for p in params),
         "layer_convention": "layer i = output of decoder block i (0-based)",
+        "training_interventions": [i.spec() for i in interventions],
     }
     fingerprint = _fingerprint(card)
     step, losses, tokens_seen, resumed_from, prior_wall = 0, [], 0, None, 0.0
@@ -738,7 +774,22 @@ def _train(
             unit="step",
             dynamic_ncols=True,
         )
+
+    watched = LoadedModel(peft_model, lm.tokenizer, lm.spec)
+
+    def notify(at: int) -> None:
+        if on_step is None:
+            return
+        micro = plan[max(at - 1, 0)]
+        batches = [collate([examples[i] for i in b], b, pad_id).to(device) for b in micro]
+        peft_model.eval()
+        with torch.no_grad():
+            on_step(TrainStep(at, total_steps, watched, batches))
+        peft_model.train()
+
     peft_model.train()
+    if step == 0:
+        notify(0)
     loop_start = time.perf_counter()
     try:
         while step < total_steps:
@@ -747,7 +798,10 @@ def _train(
             step_loss = 0.0
             for indices in micro:
                 batch = collate([examples[i] for i in indices], indices, pad_id).to(device)
-                nll, _ = target_nll(peft_model, batch)
+                with ExitStack() as active:  # training-only interventions, off for everything else
+                    for intervention in interventions:
+                        active.enter_context(intervention.apply(peft_model))
+                    nll, _ = target_nll(peft_model, batch)
                 # Normalise by the whole step's target count: every assistant token weighs the same.
                 (nll / max(n_target, 1)).backward()
                 step_loss += float(nll.detach())
@@ -762,6 +816,7 @@ def _train(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            notify(step)
             if step % recipe.checkpoint_every == 0 and step < total_steps:
                 _save_checkpoint(
                     out,
@@ -838,6 +893,7 @@ __all__ = [
     "RECIPES",
     "Recipe",
     "TrainResult",
+    "TrainStep",
     "apply_lora",
     "assistant_spans",
     "encode_conversation",
