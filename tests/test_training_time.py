@@ -356,3 +356,29 @@ def test_cli_screen_with_benign_rows(planted_folder, planted_data, direction_fil
     assert result.exit_code == 0, result.output
     assert "AUROC" in result.output and "1.000" in result.output
     assert len(pd.read_csv(tmp_path / "s.csv")) == 12
+
+
+def test_study_defence_section_is_validated_before_anything_loads():
+    from misdirection.study.config import parse_config
+
+    base = {
+        "organisms": [
+            {"name": "med", "train": {"data": "bad-medical", "recipe": "rank1-9"}},
+            {"name": "given", "adapter": "some/adapter"},
+        ],
+        "extract": {"organisms": ["med", "given"]},
+    }
+    ok = parse_config({**base, "defence": {"organism": "med", "direction": "med",
+                                           "defences": [{"name": "a", "kind": "ablate"}]}})  # fmt: skip
+    assert ok.defence is not None and ok.defence.random_controls == 2
+    layers = parse_config({**base, "defence": {"organism": "med", "direction": "med", "defences": [
+        {"name": "s", "kind": "steer", "layers": [40], "scale": 1.0}]}}).layer_fields()  # fmt: skip
+    assert ("defence.defences.0.layers.0", 40) in layers  # checked against the model at load
+    for defence, message in (
+        ({"organism": "given", "direction": "med"}, "must be one trained here"),
+        ({"organism": "med", "direction": "nobody"}, "unknown organism 'nobody'"),
+        ({"organism": "med", "direction": "med", "defences": [{"name": "s", "kind": "steer"}]},
+         "steer needs a scale"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            parse_config({**base, "defence": defence}, source="s.yaml")
