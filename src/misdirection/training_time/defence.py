@@ -96,8 +96,8 @@ def check_direction_fits(
             f"{where}: direction set has {directions.n_layers} layers; the model has {n_layers} "
             "(a direction file holds one row per layer, or a single row)"
         )
-    if layers not in (None, "all"):
-        bad = [x for x in layers if not -n_layers <= x < n_layers]  # type: ignore[union-attr]
+    if isinstance(layers, list):
+        bad = [x for x in layers if not -n_layers <= x < n_layers]
         if bad:
             raise ConfigError(
                 f"{where}: layer(s) {bad} out of range for this {n_layers}-layer model "
