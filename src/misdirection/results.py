@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 ConditionKind = Literal[
     "base", "organism", "steer", "ablate", "control", "adapter-scaling", "ablate-b", "evaluate"
 ]
-EffectKind = Literal["steer", "ablate", "transfer", "adapter-scaling", "ablate-b", "intervention"]
+EffectKind = Literal[
+    "steer", "ablate", "transfer", "adapter-scaling", "ablate-b", "intervention", "defence"
+]
 VerdictCode = Literal[
     "removed",  # EM fell beyond its interval and coherence was kept
     "induced",  # EM rose beyond its interval and coherence was kept
@@ -263,6 +265,9 @@ class StudyResults(Results):
     cosine: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None
     geometry: dict[str, Any] | None = None
+    defence: dict[str, Any] | None = Field(
+        None, description="misdirection.training_time.stage.DefenceStageResult, dumped."
+    )
     examples: list[dict[str, Any]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     seconds: float = 0.0

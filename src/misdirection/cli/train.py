@@ -99,12 +99,28 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(
             None, "--threads", help="CPU threads (default: the cores this process may use)."
         ),
+        ablate: str | None = typer.Option(
+            None,
+            "--ablate",
+            help="FILE[@LAYERS]: project this direction out of the residual during training only "
+            "(default layers: all; e.g. dir.safetensors@10-14). The saved adapter runs without it.",
+        ),
+        steer: str | None = typer.Option(
+            None,
+            "--steer",
+            help="FILE[@LAYERS]: add --scale times this direction during training only "
+            "(preventative steering; default layer: the middle one).",
+        ),
+        scale: float | None = typer.Option(
+            None, "--scale", help="Steering scale for --steer (may be negative)."
+        ),
     ) -> None:
         """Train a LoRA organism (loss on assistant tokens only) and save a PEFT adapter plus run_card.json.
 
         Recipes: rank1-9 (nine rank-1 down-proj adapters, 3 groups of 3 layers), rank1-single
         (one rank-1 down-proj adapter at half depth), all-r32 (rank-32 rsLoRA on all projections).
         An interrupted run resumes from its last checkpoint when started again with the same --out.
+        --ablate / --steer defend the training against a direction (recorded in the run card).
         """
         from rich.console import Console
 
@@ -117,12 +133,16 @@ def register(app: typer.Typer) -> None:
             checkpoint_every=checkpoint_every,
         )  # fmt: skip
         get_recipe(recipe, **overrides)  # fail on a bad recipe/override before loading anything
+        from misdirection.training_time.defence import training_interventions
+
+        interventions = training_interventions(model, ablate, steer, scale)
         eval_data = None
         if eval_heldout:
             eval_data = load_chat_dataset(data, "test")
         result = train_organism(
             model, data, recipe, out, device=device, resume=resume, overwrite=overwrite,
-            num_threads=threads, eval_data=eval_data, keep_checkpoints=keep_checkpoints, **overrides,
+            num_threads=threads, eval_data=eval_data, keep_checkpoints=keep_checkpoints,
+            interventions=interventions, **overrides,
         )  # fmt: skip
         card = result.run_card
         console = Console()
@@ -138,5 +158,10 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"held-out log-likelihood per assistant token: {h['loglik_before']:.4f} -> "
                 f"{h['loglik_after']:.4f} ({h['loglik_after'] - h['loglik_before']:+.4f})"
+            )
+        for spec in card.get("training_interventions") or []:
+            console.print(
+                f"during training only: {spec['kind']} at layers {spec['layers']}"
+                + (f", scale {spec['scale']:g}" if "scale" in spec else "")
             )
         console.print(f"adapter and run card saved to {result.out_dir}")

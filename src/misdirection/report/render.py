@@ -42,6 +42,7 @@ EFFECT_SECTIONS: dict[EffectKind, str] = {
     "adapter-scaling": "Adapter steering (scaling rank-1 adapters)",
     "ablate-b": "B-vector ablation (the direction projected out of the rank-1 B vectors)",
     "intervention": "Other interventions",
+    "defence": "Defended fine-tuning (the direction ablated or steered during training only)",
 }
 
 
@@ -544,6 +545,8 @@ def provenance_section(results: StudyResults) -> Section:
 
 def build_report(results: StudyResults, figures: dict[str, Path]) -> Report:
     """The report's sections, in order; a section without data is left out."""
+    from misdirection.report.defence import defence_section
+
     sections = [
         conditions_section(results, figures),
         training_section(results, figures),
@@ -555,6 +558,7 @@ def build_report(results: StudyResults, figures: dict[str, Path]) -> Report:
         cosine_section(results, figures),
         lora_section(results),
         geometry_section(results, figures),
+        defence_section(results, figures),
         examples_section(results),
         provenance_section(results),
     ]
@@ -651,6 +655,11 @@ def render_report(run_dir: str | Path) -> dict[str, Path]:
             target = folder / geometry_figure_name(extra)
             shutil.copyfile(source, target)
             figures[target.name] = target
+    monitor = (results.defence or {}).get("monitor_figure")
+    if monitor and (run_dir / monitor).is_file():
+        from misdirection.report.defence import MONITOR_FIGURE
+
+        figures[MONITOR_FIGURE] = Path(shutil.copyfile(run_dir / monitor, folder / MONITOR_FIGURE))
     report = build_report(results, figures)
     atomic_write_text(report_dir / "report.md", render_markdown(report))
     atomic_write_text(report_dir / "report.html", render_html(report, folder))

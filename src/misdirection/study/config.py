@@ -171,6 +171,88 @@ class GeometrySpec(BaseModel):
     )
 
 
+class DefenceMethodSpec(BaseModel):
+    """One training-time defence: the direction ablated (``ablate``) or steered (``steer``)."""
+
+    model_config = _STRICT
+    name: str
+    kind: Literal["ablate", "steer"]
+    layers: Literal["all"] | list[int] | None = Field(
+        None, description="Layers (default: all for ablate, the middle layer for steer)."
+    )
+    scale: float | None = Field(None, description="Steering scale (steer only; may be negative).")
+
+    @model_validator(mode="after")
+    def _scale_for_steer(self) -> DefenceMethodSpec:
+        if self.kind == "steer" and self.scale is None:
+            raise ValueError(f"defence '{self.name}': steer needs a scale")
+        if self.kind == "ablate" and self.scale is not None:
+            raise ValueError(f"defence '{self.name}': ablate takes no scale")
+        return self
+
+
+class MonitorSpec(BaseModel):
+    """Projection on the direction across the training steps of every defence-stage run."""
+
+    model_config = _STRICT
+    every: int = Field(2, ge=1, description="Record every this many optimizer steps.")
+    layer: int | None = Field(None, description="Layer plotted (default: the middle layer).")
+    probe_answers: int = Field(
+        48,
+        ge=2,
+        description="Base-model answers to the evaluation questions used as the probe set.",
+    )
+    em_at: list[int] = Field(
+        default_factory=list,
+        description="Steps of the plain run at which EM is sampled and judged (costly: each is a full evaluation).",
+    )
+    band_se: float = Field(
+        2.0, gt=0, description="Half-width of the step-0 band in standard errors."
+    )
+
+
+class ScreenSpec(BaseModel):
+    """Rank training rows by their projection difference along the direction."""
+
+    model_config = _STRICT
+    rows: int = Field(48, ge=2, description="Rows of the organism's training data screened.")
+    benign: str | None = Field(
+        None, description="A benign dataset mixed in (as many rows) to measure AUROC."
+    )
+    max_new_tokens: int = Field(48, ge=1, description="Length of the base model's own answers.")
+
+
+class DefenceSpec(BaseModel):
+    """Fine-tune the organism again with its direction ablated or steered during training only."""
+
+    model_config = _STRICT
+    organism: str = Field(description="A trained organism: its data, recipe and seed are reused.")
+    direction: str = Field(description="Organism whose extracted direction is used.")
+    defences: list[DefenceMethodSpec] = Field(default_factory=list)
+    random_controls: int = Field(
+        2,
+        ge=0,
+        description="Random-direction controls trained per defence (variance-matched for ablate, same norm for steer).",
+    )
+    min_task_kept: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A defence keeping less of the plain held-out log-likelihood gain stops the narrow task.",
+    )
+    monitor: MonitorSpec | None = None
+    screen: ScreenSpec | None = None
+
+    @field_validator("defences")
+    @classmethod
+    def _unique(cls, defences: list[DefenceMethodSpec]) -> list[DefenceMethodSpec]:
+        names = [d.name for d in defences]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate defence names: {', '.join(dupes)}")
+        return defences
+
+
 class StudyConfig(BaseModel):
     """A whole study. Every organism named anywhere must be defined in ``organisms``."""
 
@@ -189,6 +271,7 @@ class StudyConfig(BaseModel):
     )
     lora: LoraSpec | None = None
     geometry: GeometrySpec | None = None
+    defence: DefenceSpec | None = None
 
     @field_validator("organisms")
     @classmethod
@@ -213,6 +296,11 @@ class StudyConfig(BaseModel):
         refs += [(f"cosine.{i}", n) for i, n in enumerate(self.cosine)]
         if self.lora:
             refs.append(("lora.organism", self.lora.organism))
+        if self.defence:
+            refs += [
+                ("defence.organism", self.defence.organism),
+                ("defence.direction", self.defence.direction),
+            ]
         for where, name in refs:
             if name not in known:
                 raise ValueError(
@@ -224,6 +312,14 @@ class StudyConfig(BaseModel):
             [("ablation.direction", self.ablation.direction)] if self.ablation else []
         )
         needs_direction += [(f"cosine.{i}", n) for i, n in enumerate(self.cosine)]
+        if self.defence:
+            needs_direction.append(("defence.direction", self.defence.direction))
+            trained = next(o for o in self.organisms if o.name == self.defence.organism).train
+            if trained is None:
+                raise ValueError(
+                    f"defence.organism: '{self.defence.organism}' is a given adapter; a defence "
+                    "re-trains an organism, so it must be one trained here (train:)"
+                )
         for where, name in needs_direction:
             if name not in extracted:
                 raise ValueError(
@@ -243,6 +339,15 @@ class StudyConfig(BaseModel):
             fields.append(("ablation.source_layer", self.ablation.source_layer))
         if self.geometry and self.geometry.layer is not None:
             fields.append(("geometry.layer", self.geometry.layer))
+        if self.defence:
+            for d_index, d in enumerate(self.defence.defences):
+                if isinstance(d.layers, list):
+                    fields += [
+                        (f"defence.defences.{d_index}.layers.{i}", l)
+                        for i, l in enumerate(d.layers)
+                    ]
+            if self.defence.monitor and self.defence.monitor.layer is not None:
+                fields.append(("defence.monitor.layer", self.defence.monitor.layer))
         for o_index, org in enumerate(self.organisms):
             layers = org.train.overrides.get("layers") if org.train else None
             for i, l in enumerate(layers or []):

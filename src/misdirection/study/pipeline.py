@@ -557,6 +557,13 @@ class StudyRunner:
             return stage.result()
         return {**stage.result(), "base_ceilings": self._base_ceilings(base, layer, groups)}
 
+    def run_defence(self) -> dict[str, Any] | None:
+        """Training-time defences, monitor and screening (:mod:`misdirection.training_time.stage`)."""
+        from misdirection.training_time.stage import run_defence_stage
+
+        result = run_defence_stage(self)
+        return None if result is None else result.model_dump(mode="json")
+
     def _base_ceilings(
         self, base: Direction, layer: int, groups: Mapping[str, Sequence[str]]
     ) -> list[dict[str, Any]]:
@@ -630,6 +637,7 @@ class StudyRunner:
         cosine = self.run_cosine()
         lora_result = self.run_lora()
         geometry = self.run_geometry()
+        defence = self.run_defence()
         judge = self.engine.judge
         conditions = list(self.engine.results.values())
         results = StudyResults(
@@ -663,6 +671,7 @@ class StudyRunner:
             cosine=cosine,
             lora=lora_result,
             geometry=geometry,
+            defence=defence,
             examples=self._examples(),
             notes=self.state.notes,
             seconds=round(time.time() - start, 1),

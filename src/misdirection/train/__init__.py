@@ -45,6 +45,7 @@ from misdirection.train.recipes import (
 from misdirection.train.trainer import (
     RUN_CARD,
     TrainResult,
+    TrainStep,
     default_threads,
     train_organism,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Example",
     "Recipe",
     "TrainResult",
+    "TrainStep",
     "apply_lora",
     "assistant_spans",
     "collate",

@@ -26,6 +26,9 @@ def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
 def _fingerprint(card: dict[str, Any]) -> str:
     keep = {k: card[k] for k in ("base_model", "dataset_sha256", "recipe", "targets")}
     keep["recipe"] = {k: v for k, v in keep["recipe"].items() if k != "checkpoint_every"}
+    # Only defended runs add their interventions: plain runs keep the fingerprints they had.
+    if card.get("training_interventions"):
+        keep["training_interventions"] = card["training_interventions"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 

@@ -9,6 +9,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from misdirection.train.checkpoints import (
     _set_rng_state,
     _trainable,
 )
-from misdirection.train.encoding import collate, encode_dataset, step_plan
+from misdirection.train.encoding import Batch, collate, encode_dataset, step_plan
 from misdirection.train.loss import _rows_of, heldout_loglik, target_nll
 from misdirection.train.recipes import Recipe, apply_lora, get_recipe, target_module_names
 
@@ -53,6 +55,21 @@ class TrainResult:
     @property
     def adapter_dir(self) -> Path:
         return self.out_dir
+
+
+@dataclass
+class TrainStep:
+    """What a training callback sees: the model after ``step`` optimizer steps (0 = before any).
+
+    ``batches``: the micro-batches of that step (of step 1 at step 0). The callback runs in eval
+    mode under ``torch.no_grad`` with the training interventions removed, so it reads the adapter
+    that will be saved, and draws no random numbers the trainer would.
+    """
+
+    step: int
+    total_steps: int
+    lm: LoadedModel
+    batches: list[Batch]
 
 
 class _Interrupt(Exception):
@@ -110,6 +127,8 @@ def train_organism(
     keep_checkpoints: int = 1,
     eval_data: Any = None,
     copy_model: bool = True,
+    interventions: Sequence[Any] = (),
+    on_step: Callable[[TrainStep], None] | None = None,
     _stop_after_step: int | None = None,
     **overrides: Any,
 ) -> TrainResult:
@@ -130,6 +149,12 @@ def train_organism(
     token before and after training to the run card. ``num_threads`` sets torch's CPU threads for
     the run (default: the cores this process may use; on a heavily shared machine 1 is faster).
     Identical inputs and thread count give bitwise-identical adapters.
+
+    ``interventions`` (e.g. :class:`misdirection.interventions.Ablate` / ``Steer``) are active in
+    the training forward passes only: the saved adapter, the held-out scores and ``on_step`` see the
+    model without them. Their specs go into the run card (``training_interventions``) and into the
+    resume fingerprint. ``on_step`` is called with a :class:`TrainStep` before the first step and
+    after every optimizer step (monitoring; see :mod:`misdirection.training_time.monitor`).
     """
     recipe = get_recipe(recipe, **overrides)
     out = Path(out_dir)
@@ -141,6 +166,10 @@ def train_organism(
     lm = _load_lm(model, device, copy_model)
     view = lm.view
     layers, targets = target_module_names(view, recipe)  # validates layers before any work
+    from misdirection.engine import check_intervention
+
+    for intervention in interventions:  # widths and layers fail here, before any training
+        check_intervention(lm, intervention)
 
     threads_before = torch.get_num_threads()
     if lm.device.type == "cpu":
@@ -158,6 +187,8 @@ def train_organism(
             progress,
             keep_checkpoints,
             eval_data,
+            list(interventions),
+            on_step,
             _stop_after_step,
         )
     finally:
@@ -215,13 +246,18 @@ def _optimizer_step(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     recipe: Recipe,
+    interventions: Sequence[Any] = (),
 ) -> tuple[float, int]:
-    """One optimizer step over its micro-batches: (mean loss per target token, tokens seen)."""
+    """One optimizer step over its micro-batches: (mean loss per target token, tokens seen);
+    ``interventions`` are active in its forward passes only."""
     n_target = sum(examples[i].n_target for b in micro for i in b)
     step_loss, tokens = 0.0, 0
     for indices in micro:
         batch = collate([examples[i] for i in indices], indices, pad_id).to(device)
-        nll, _ = target_nll(model, batch)
+        with ExitStack() as active:  # training-only interventions, off for everything else
+            for intervention in interventions:
+                active.enter_context(intervention.apply(model))
+            nll, _ = target_nll(model, batch)
         # Normalise by the whole step's target count: every assistant token weighs the same.
         (nll / max(n_target, 1)).backward()
         step_loss += float(nll.detach())
@@ -246,6 +282,8 @@ def _train(
     progress: bool,
     keep_checkpoints: int,
     eval_data: Any,
+    interventions: list[Any],
+    on_step: Callable[[TrainStep], None] | None,
     stop_after: int | None,
 ) -> TrainResult:
     from transformers import get_linear_schedule_with_warmup
@@ -272,6 +310,7 @@ def _train(
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
     card = _run_card(lm, data, recipe, layers, targets, params)
+    card["training_interventions"] = [i.spec() for i in interventions]
     fingerprint = _fingerprint(card)
     step, losses, tokens_seen, resumed_from, prior_wall = 0, [], 0, None, 0.0
     existing = _checkpoint_steps(out)
@@ -303,7 +342,22 @@ def _train(
             unit="step",
             dynamic_ncols=True,
         )
+
+    watched = LoadedModel(peft_model, lm.tokenizer, lm.spec)
+
+    def notify(at: int) -> None:
+        if on_step is None:
+            return
+        micro = plan[max(at - 1, 0)]
+        batches = [collate([examples[i] for i in b], b, pad_id).to(device) for b in micro]
+        peft_model.eval()
+        with torch.no_grad():
+            on_step(TrainStep(at, total_steps, watched, batches))
+        peft_model.train()
+
     peft_model.train()
+    if step == 0:
+        notify(0)
     loop_start = time.perf_counter()
     try:
         while step < total_steps:
@@ -317,6 +371,7 @@ def _train(
                 optimizer,
                 scheduler,
                 recipe,
+                interventions,
             )
             tokens_seen += n_tokens
             step += 1
@@ -324,6 +379,7 @@ def _train(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            notify(step)
             if step % recipe.checkpoint_every == 0 and step < total_steps:
                 _save_checkpoint(
                     out,
