@@ -153,7 +153,7 @@ def test_steering_scale_zero_trains_bitwise_like_plain(tmp_path):
 
 
 def test_a_defended_run_does_not_resume_from_a_plain_one(tmp_path):
-    from misdirection.train import _Interrupt
+    from misdirection.train.trainer import _Interrupt
 
     with pytest.raises(_Interrupt):
         train_organism(planted_lm()[0], PLANTED, "rank1-9", tmp_path / "o", max_steps=4,
