@@ -338,11 +338,20 @@ def test_adapter_scaling_zero_gives_the_base_answers(lm, adapter_dir):
 def cli(lm, tmp_path, monkeypatch):
     """Runs the CLI with load_model -> the tiny model and every judge spec -> the fake judge."""
     import misdirection.judge
+    import misdirection.model_shape
     import misdirection.models
     from misdirection.cli import app
 
     monkeypatch.setattr(misdirection.models, "load_model", lambda *a, **k: lm)
     monkeypatch.setattr(misdirection.judge, "get_judge", lambda spec, **k: HashJudge())
+    # The pre-load shape check reads the default model's config: answer it with the tiny model's.
+    monkeypatch.setattr(
+        misdirection.model_shape,
+        "model_shape",
+        lambda spec: misdirection.model_shape.ModelShape(
+            lm.view.n_layers, lm.view.d_model, "the tiny test model"
+        ),
+    )
     qfile = tmp_path / "questions.yaml"
     qfile.write_text(yaml.safe_dump(QUESTIONS))
     ds_file = direction().save(tmp_path / "dir.safetensors")

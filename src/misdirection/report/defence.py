@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from misdirection.report.render import Section, _clip, _number
+from misdirection.report.document import Section, _clip, _number
 from misdirection.results import StudyResults
 
 MONITOR_FIGURE = "defence-monitor.png"
