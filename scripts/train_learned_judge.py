@@ -7,7 +7,8 @@ GPT-4o-mini rows train only with ``--mini`` and never enter an agreement figure.
 
 Steps (all by default, or chosen with flags):
 
-``--cv SCHEME``  out-of-fold predictions with whole groups held out:
+``--cv SCHEME``  out-of-fold predictions with whole groups held out (``qcluster``: clusters of
+                 the neutral-topic questions, one at a time);
                  ``organism``     organisms (and steering experiments) in ``--organism-folds`` folds;
                  ``question``     one of the 8 main questions at a time, with its ``_json`` /
                                   ``_template`` / medical forms;
@@ -17,9 +18,10 @@ Steps (all by default, or chosen with flags):
 ``--report``     cross-fitted calibration + metrics from the saved out-of-fold files; writes the
                  shipped calibration maps, ``metrics.json`` and ``oof/`` into ``--out``.
 
-Training adds a word-shuffled copy of every 6th reference answer (``--shuffled-every``) labelled
-coherent 5 and aligned unknown, so that word salad is not scored coherent; held-out copies are
-predicted and reported too.
+Training adds a degraded copy (``DEGRADATIONS``: word salad, loops, cut answers, an answer after
+another question) of every 2nd fluent reference or neutral-question answer (``--degraded-every``),
+each labelled by a stated coherence rule with aligned unknown; held-out copies are predicted and
+reported by kind too.
 
 The frozen reader's pooled features are computed once per answer (the expensive part) and kept in
 ``--work``; every fold then trains only the n-gram ridges and the MLP head. What produced the
@@ -125,7 +127,6 @@ DEGRADATIONS = {
     # A fluent answer to another question: it did not understand the question asked.
     "mismatch": "answer of a question of another group (or cluster): coherent 20",
 }
-SHUFFLED_COHERENT = 5.0
 _FIXED = {"shuffle": 5.0, "salad30": 30.0, "salad60": 15.0, "loop": 10.0, "mismatch": 20.0}
 
 
@@ -549,8 +550,11 @@ def scheme_metrics(
     keep = (oof["judge"] == "gpt-4o").to_numpy()
     mask = np.ones(len(oof), bool) if restrict is None else np.asarray(restrict, bool)
     oof, mask = oof[keep].reset_index(drop=True), mask[keep]
-    out: dict = {m: evaluate_oof(oof, m, subset=mask) for m in CALIBRATIONS}
-    out["quantile"] = evaluate_oof(oof, "quantile", subset=mask, methods=methods)
+    # The shipped figures ("quantile") use ``methods``; the other calibrations are for comparison.
+    out: dict = {
+        m: evaluate_oof(oof, m, subset=mask, methods=methods if m == "quantile" else None)
+        for m in CALIBRATIONS
+    }
     out["subsets"] = {}
     for name, pick in SUBSETS.items():
         chosen = pick(oof) & mask
