@@ -282,12 +282,12 @@ def test_domain_split_classifies_general_and_domain_adapters():
     saved = json.loads(out["json"].read_text())
     assert saved["probes"]["domain"]["auc_mean"] > 0.95
     summary = report.summary()
-    assert [p["name"] for p in summary["probes"]] == [
+    assert [p.name for p in summary.probes] == [
         "misalignment_nondomain",
         "misalignment_domain",
         "domain",
     ]
-    assert summary["adapters"][1] == {
+    assert summary.adapters[1].model_dump() == {
         "adapter": "L1.down_proj",
         "classification": "domain-specific",
         "evidence": report.classification.loc[1, "evidence"],

@@ -10,19 +10,26 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+from misdirection.directions import DirectionSummary
 from misdirection.effects import compare
 from misdirection.errors import DataError
+from misdirection.geometry.summary import BaseCeiling, GeometrySummary
 from misdirection.intervals import wilson
+from misdirection.lora.reading import AdapterRole, BCosine, LoraReading, ProbeSummary
+from misdirection.reliability import CosineComparison, CosinePair
 from misdirection.report import render_report
 from misdirection.report.markdown import to_html
 from misdirection.results import (
     EFFECT_COLUMNS,
     ConditionResult,
     EffectPolicy,
+    Example,
+    JudgeInfo,
     Share,
-    StudyResults,
     effect_cells,
 )
+from misdirection.study_results import StudyResults
+from misdirection.train.summary import TrainingRun
 
 JUDGE = "learned:test"
 
@@ -109,11 +116,9 @@ def study(**extra) -> StudyResults:
         config={"name": "unit"},
         config_yaml="name: unit\n",
         versions={"torch": "2.13.0"},
-        judge={
-            "name": JUDGE,
-            "notice": "offline judge",
-            "provenance": {"aligned": JUDGE, "coherent": JUDGE},
-        },
+        judge=JudgeInfo(
+            name=JUDGE, notice="offline judge", provenance={"aligned": JUDGE, "coherent": JUDGE}
+        ),
         policy=policy,
         conditions=conditions,
         effects=effects,
@@ -134,95 +139,97 @@ def full_extras(tmp_path) -> dict:
     save_figure(figure, tmp_path / "stages" / "geometry" / "similarity.png")
     return dict(
         training=[
-            {
-                "organism": "org",
-                "recipe": "rank1-9",
-                "dataset": "bad-medical",
-                "layers": [9, 10],
-                "steps": 3,
-                "seconds": 12.0,
-                "losses": [3.0, 2.5, 2.0],
-                "heldout_loglik_before": -3.75,
-                "heldout_loglik_after": -2.9,
-            }
+            TrainingRun(
+                organism="org",
+                recipe="rank1-9",
+                dataset="bad-medical",
+                layers=[9, 10],
+                steps=3,
+                seconds=12.0,
+                losses=[3.0, 2.5, 2.0],
+                heldout_loglik_before=-3.75,
+                heldout_loglik_after=-2.9,
+            )
         ],
         directions=[
-            {
-                "organism": "org",
-                "n_misaligned": 20,
-                "n_aligned": 60,
-                "split_half": [0.2, 0.4, 0.6, None],
-                "warning": None,
-            },
-            {
-                "organism": "other",
-                "n_misaligned": 4,
-                "n_aligned": 4,
-                "split_half": [None, None, None, None],
-                "warning": "only 4 misaligned answers (minimum 8): mostly noise",
-            },
-        ],
-        cosine={
-            "organisms": ["org", "other", "third"],
-            "pairs": [
-                {
-                    "a": "org",
-                    "b": "other",
-                    "per_layer": [0.1, 0.2, 0.4, 0.5],
-                    "low": [0.0, 0.1, 0.3, 0.4],
-                    "high": [0.2, 0.3, 0.5, 0.6],
-                    "ceiling": [0.5, 0.6, 0.8, 0.9],
-                },
-                {"a": "org", "b": "third", "per_layer": list(np.linspace(0.1, 0.7, 4))},
-            ],
-            "note": "ceiling = sqrt(reliability_a * reliability_b)",
-        },
-        lora={
-            "probes": [
-                {
-                    "name": "misalignment",
-                    "n": 40,
-                    "accuracy_mean": 0.8,
-                    "accuracy_std": 0.05,
-                    "auc_mean": 0.85,
-                    "auc_std": 0.04,
-                }
-            ],
-            "adapters": [
-                {"adapter": "L9.down_proj", "classification": "general", "evidence": "coef 1.2"}
-            ],
-            "notes": ["rule"],
-            "b_cosines": [{"adapter": "L9.down_proj", "layer": 9, "cosine": 0.25}],
-        },
-        geometry={
-            "layer": 2,
-            "figures": ["stages/geometry/similarity.png"],
-            "summary_markdown": (
-                "# Geometry of misalignment directions\n\n## Similarity\n\n"
-                "| a | b | cosine |\n|---|---|---|\n| org | other | 0.4 |\n\n"
-                "Note <img src=x onerror=alert(1)> stays text.\n\n"
-                "## Figures\n\n![similarity](figures/similarity.png)\n\n## Notes\n\n- kept"
+            DirectionSummary(
+                organism="org",
+                path="stages/extract/org/directions.safetensors",
+                n_misaligned=20,
+                n_aligned=60,
+                split_half=[0.2, 0.4, 0.6, None],
             ),
-            "base_ceilings": [
-                {
-                    "vector": "org",
-                    "group": "rank1-9",
-                    "layer": 2,
-                    "cosine": 0.2,
-                    "low": 0.1,
-                    "high": 0.3,
-                    "ceiling": 0.4,
-                }
+            DirectionSummary(
+                organism="other",
+                path="stages/extract/other/directions.safetensors",
+                n_misaligned=4,
+                n_aligned=4,
+                n_aligned_available=15,
+                split_half=[None, None, None, None],
+                warning="only 4 misaligned answers (minimum 8): mostly noise",
+            ),
+        ],
+        cosine=CosineComparison(
+            organisms=["org", "other", "third"],
+            pairs=[
+                CosinePair(
+                    a="org",
+                    b="other",
+                    per_layer=[0.1, 0.2, 0.4, 0.5],
+                    low=[0.0, 0.1, 0.3, 0.4],
+                    high=[0.2, 0.3, 0.5, 0.6],
+                    ceiling=[0.5, 0.6, 0.8, 0.9],
+                ),
+                CosinePair(a="org", b="third", per_layer=list(np.linspace(0.1, 0.7, 4))),
             ],
-        },
+            note="ceiling = sqrt(reliability_a * reliability_b)",
+        ),
+        lora=LoraReading(
+            organism="org",
+            probes=[
+                ProbeSummary(
+                    name="misalignment",
+                    n=40,
+                    accuracy_mean=0.8,
+                    accuracy_std=0.05,
+                    auc_mean=0.85,
+                    auc_std=0.04,
+                )
+            ],
+            adapters=[
+                AdapterRole(adapter="L9.down_proj", classification="general", evidence="coef 1.2")
+            ],
+            notes=["rule"],
+            b_cosines=[BCosine(adapter="L9.down_proj", layer=9, cosine=0.25)],
+        ),
+        geometry=GeometrySummary(
+            layer=2,
+            figures=["stages/geometry/similarity.png"],
+            markdown=(
+                "## Similarity\n\n"
+                "| a | b | cosine |\n|---|---|---|\n| org | other | 0.4 |\n\n"
+                "Note <img src=x onerror=alert(1)> stays text.\n\n## Notes\n\n- kept"
+            ),
+            base_ceilings=[
+                BaseCeiling(
+                    vector="org",
+                    group="rank1-9",
+                    layer=2,
+                    cosine=0.2,
+                    low=0.1,
+                    high=0.3,
+                    ceiling=0.4,
+                )
+            ],
+        ),
         examples=[
-            {
-                "condition": "org",
-                "question": "q?",
-                "answer": "a | with pipe <script>alert(1)</script>",
-                "aligned": 10.0,
-                "coherent": 80.0,
-            }
+            Example(
+                condition="org",
+                question="q?",
+                answer="a | with pipe <script>alert(1)</script>",
+                aligned=10.0,
+                coherent=80.0,
+            )
         ],
     )
 
@@ -374,8 +381,8 @@ def test_conditions_table_shows_judged_topic_shares(tmp_path):
     judged without it says so rather than showing 0%."""
     results = study()
     low, high = wilson(30, 100)
-    topics = {"medical": {"count": 30, "n": 100, "value": 0.3, "low": low, "high": high}}
-    conditions = [results.conditions[0].model_copy(update={"summary": {"topics": topics}})]
+    topics = {"medical": Share(count=30, n=100, value=0.3, low=low, high=high)}
+    conditions = [results.conditions[0].model_copy(update={"topics": topics})]
     write(tmp_path, results.model_copy(update={"conditions": conditions + results.conditions[1:]}))
     page = render_report(tmp_path)["html"].read_text()
     table = next(t for t in tables_of(page) if t[0][1][0] == "condition")
@@ -416,7 +423,7 @@ def test_every_section_with_data(tmp_path):
     assert "| org | rank1-9 | bad-medical | 9, 10 | 3 | 12 | 2.000 | -3.750 -> -2.900 |" in md
     # Directions: the middle layer of 4 is layer 2; the mean skips the undefined layer.
     assert "| org | 20 | 60 | 0.600 (layer 2) | 0.400 |" in md
-    assert "| other | 4 | 4 | n/a (layer 2) | n/a |" in md
+    assert "| other | 4 | 4 (of 15) | n/a (layer 2) | n/a |" in md
     assert "> other: only 4 misaligned answers (minimum 8): mostly noise" in md
     # Cosines: the middle-layer cosine with its interval, beside its ceiling and as a fraction.
     assert "| org | other | 0.300 | 0.400 [0.300, 0.500] (layer 2) | 0.800 | 0.50 |" in md

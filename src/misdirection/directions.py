@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, Field
 
 from misdirection.activations import capture_activations, table_columns
 from misdirection.direction_set import (
@@ -271,6 +272,62 @@ def extract_directions(
         {k: meta[k] for k in ("model", "adapter", "positions", "n_misaligned", "n_aligned")}
     )
     return Extraction(DirectionSet(directions, meta), samples)
+
+
+class DirectionSummary(BaseModel):
+    """What the study reports of one extracted direction: its sets and its reliability per layer."""
+
+    organism: str
+    path: str
+    n_misaligned: int = Field(description="Answers in the misaligned set the direction used.")
+    n_aligned: int
+    n_misaligned_available: int | None = Field(
+        None, description="Misaligned answers that met the thresholds, before any balancing."
+    )
+    n_aligned_available: int | None = None
+    split_half: list[float | None] = Field(
+        default_factory=list, description="Split-half reliability per layer, Spearman-Brown."
+    )
+    warning: str | None = None
+
+    @classmethod
+    def of(
+        cls, organism: str, path: str, directions: DirectionSet, warn_below: int
+    ) -> DirectionSummary:
+        """From an extracted set's metadata; a warning when a set is smaller than ``warn_below``."""
+        meta = directions.metadata
+        n_mis, n_al = int(meta.get("n_misaligned", 0)), int(meta.get("n_aligned", 0))
+        small = min(n_mis, n_al) < warn_below
+        return cls(
+            organism=organism,
+            path=path,
+            n_misaligned=n_mis,
+            n_aligned=n_al,
+            n_misaligned_available=meta.get("n_misaligned_available"),
+            n_aligned_available=meta.get("n_aligned_available"),
+            split_half=[_finite(v) for v in meta.get("split_half") or []],
+            warning=(
+                f"only {n_mis} misaligned and {n_al} aligned answers (fewer than warn_below="
+                f"{warn_below} in a set): this direction is mostly noise; read its cosines "
+                "against its noise ceiling"
+                if small
+                else None
+            ),
+        )
+
+    def reliability_at(self, layer: int) -> float | None:
+        return self.split_half[layer] if 0 <= layer < len(self.split_half) else None
+
+    def mean_reliability(self) -> float | None:
+        known = [v for v in self.split_half if v is not None]
+        return sum(known) / len(known) if known else None
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from misdirection.results import (
     Effect,
     EffectKind,
     EffectPolicy,
+    Example,
     Share,
 )
 from misdirection.store import RunStore, Stage
@@ -179,6 +181,8 @@ def condition_result(
         em=Share.of(summary.em),
         coherent=Share.of(summary.coherent),
         misaligned_coherent=Share.of(summary.misaligned_coherent),
+        misaligned=None if summary.misaligned is None else Share.of(summary.misaligned),
+        topics={k: Share.of(v) for k, v in summary.topics.items()},
         n_null_aligned=summary.n_null_aligned,
         n_null_coherent=summary.n_null_coherent,
         judge_flags={"n": len(table), **flag_counts(table, "aligned")},
@@ -425,6 +429,28 @@ class Engine:
         name = result if isinstance(result, str) else result.name
         return pd.read_parquet(self.store.root / self.results[name].table)
 
+    def examples(self, kinds: Sequence[str], per_condition: int = 2) -> list[Example]:
+        """The least and most aligned scored answers of each condition of the given kinds."""
+        out = []
+        half = max(1, per_condition // 2)
+        for record in self.results.values():
+            if record.kind not in kinds:
+                continue
+            df = self.table(record).dropna(subset=["aligned"]).sort_values("aligned")
+            if df.empty:
+                continue
+            for row in pd.concat([df.head(half), df.tail(half)]).itertuples():
+                out.append(
+                    Example(
+                        condition=record.name,
+                        question=str(row.question),
+                        answer=str(row.answer),
+                        aligned=_score(getattr(row, "aligned", None)),
+                        coherent=_score(getattr(row, "coherent", None)),
+                    )
+                )
+        return out
+
     def effect(
         self,
         before: ConditionResult,
@@ -447,3 +473,11 @@ class Engine:
             policy=self.policy,
             settings=settings,
         )
+
+
+def _score(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v

@@ -29,7 +29,14 @@ import pandas as pd
 from misdirection.engine import REQUIRED_RUBRICS, Engine, SamplingSettings, resolve_judge
 from misdirection.errors import ConfigError, check_layer
 from misdirection.metrics import Summary, Thresholds, summarize
-from misdirection.results import ConditionKind, ConditionResult, Effect, EffectPolicy, Results
+from misdirection.results import (
+    ConditionKind,
+    ConditionResult,
+    Effect,
+    EffectPolicy,
+    JudgeInfo,
+    Results,
+)
 
 ControlKind = Literal["isotropic", "variance-matched"]
 
@@ -327,7 +334,7 @@ def intervention_effect(
 def engine_results(engine: Engine, effects: Sequence[Effect] = ()) -> Results:
     """The engine's conditions and the given effects as one results model."""
     return Results(
-        judge={"name": engine.judge.name},
+        judge=JudgeInfo(name=engine.judge.name),
         policy=engine.policy,
         conditions=list(engine.results.values()),
         effects=list(effects),
@@ -349,6 +356,120 @@ def write_results(results: Results, out: str | Path, csv_name: str | None = None
 
 # ----------------------------------------------------------------------------------------------
 # Steering sweep
+
+
+def steer_effects(
+    engine: Engine,
+    directions: Any,
+    layers: Sequence[int],
+    scales: Sequence[float],
+    before: ConditionResult,
+    *,
+    prefix: str = "steer",
+    source_layer: int | None = None,
+    normalize: bool = False,
+    random_controls: int = 0,
+    first_control_seed: int = 0,
+    samples_per_paraphrase: int | None = None,
+    settings: dict[str, Any] | None = None,
+) -> list[Effect]:
+    """One steering effect per (layer, scale) against ``before``, each with its isotropic controls.
+
+    Effects are named ``{prefix}-L{layer}-x{scale}``. Every layer's vector is checked (width,
+    layer count, zero norm) before the first answer is sampled. The one loop behind
+    :func:`steering_sweep` and a study's steering stage.
+    """
+    from misdirection.direction_set import as_direction_set
+    from misdirection.interventions import Steer
+
+    ds = as_direction_set(directions)
+    layer_list = [
+        check_layer(int(layer), engine.model.view.n_layers, "steering layer") for layer in layers
+    ]
+    scale_list = [float(s) for s in scales]
+    if not layer_list or not scale_list:
+        raise ConfigError("a steering sweep needs at least one layer and one scale")
+    if random_controls < 0:
+        raise ConfigError(f"the number of random controls must be >= 0, got {random_controls}")
+    steers = {
+        (layer, scale): Steer(ds, [layer], scale, source_layer=source_layer, normalize=normalize)
+        for layer in layer_list
+        for scale in scale_list
+    }
+    for layer in layer_list:
+        steers[(layer, scale_list[0])].vectors(engine.model.model)
+    return [
+        intervention_effect(
+            engine,
+            steer,
+            name=f"{prefix}-L{layer}-x{scale:g}",
+            kind="steer",
+            condition_kind="steer",
+            before=before,
+            controls=random_controls,
+            first_control_seed=first_control_seed,
+            samples_per_paraphrase=samples_per_paraphrase,
+            settings={**(settings or {}), "layer": layer, "scale": scale},
+        )
+        for (layer, scale), steer in steers.items()
+    ]
+
+
+def ablation_effects(
+    engine: Engine,
+    directions: Any,
+    before: ConditionResult,
+    target: str,
+    source_layer: int,
+    *,
+    modes: Sequence[Literal["layerwise", "single"]] = ("layerwise", "single"),
+    layers: Literal["all"] | Sequence[int] = "all",
+    kind: Literal["ablate", "transfer"] = "transfer",
+    organism: str | None = None,
+    name: str = "ablate-{mode}-from-{target}",
+    random_controls: int = 0,
+    first_control_seed: int = 0,
+    control_kind: ControlKind = "isotropic",
+    activations: Any = None,
+    settings: dict[str, Any] | None = None,
+) -> list[Effect]:
+    """Ablate a direction from one target (layer-wise and/or single) against ``before``.
+
+    ``name`` is formatted with ``mode`` and ``target``. The one loop behind :func:`transfer` and a
+    study's ablation stage; ``activations`` (answers' activations) make variance-matched controls.
+    """
+    from misdirection.direction_set import as_direction_set
+    from misdirection.interventions import Ablate
+
+    bad = [m for m in modes if m not in ("layerwise", "single")]
+    if bad or not modes:
+        raise ConfigError(f"ablation modes must be layerwise and/or single, got {list(modes)}")
+    if random_controls < 0:
+        raise ConfigError(f"the number of random controls must be >= 0, got {random_controls}")
+    ds = as_direction_set(directions)
+    check_layer(source_layer, ds.n_layers, "source layer")
+    return [
+        intervention_effect(
+            engine,
+            Ablate(ds, layers, mode, source_layer if mode == "single" else None),
+            name=name.format(mode=mode, target=target),
+            kind=kind,
+            condition_kind="ablate",
+            organism=organism,
+            before=before,
+            controls=random_controls,
+            first_control_seed=first_control_seed,
+            control_kind=control_kind,
+            activations=activations,
+            settings={
+                **(settings or {}),
+                "target": target,
+                "mode": mode,
+                "source_layer": source_layer if mode == "single" else None,
+            },
+        )
+        for mode in modes
+    ]
 
 
 def steering_sweep(
@@ -378,35 +499,30 @@ def steering_sweep(
 
     judge = resolve_judge(judge)
     ds = as_direction_set(directions)
-    layer_list = [check_layer(int(layer), lm.view.n_layers, "steering layer") for layer in layers]
-    scale_list = [float(s) for s in scales]
-    if not layer_list or not scale_list:
+    # Layers, widths and zero norms before the engine samples anything (steer_effects checks
+    # them again, after the unsteered condition).
+    for layer in layers:
+        check_layer(int(layer), lm.view.n_layers, "steering layer")
+        Steer(ds, [int(layer)], 1.0, source_layer=source_layer, normalize=normalize).vectors(
+            lm.model
+        )
+    if not list(layers) or not list(scales):
         raise ConfigError("a steering sweep needs at least one layer and one scale")
     if random_controls < 0:
         raise ConfigError(f"the number of random controls must be >= 0, got {random_controls}")
-    steers = {
-        (layer, scale): Steer(ds, [layer], scale, source_layer=source_layer, normalize=normalize)
-        for layer in layer_list
-        for scale in scale_list
-    }
-    for layer in layer_list:  # widths, layer counts and zero norms, before any sampling
-        steers[(layer, scale_list[0])].vectors(lm.model)
     engine = make_engine(lm, questions, judge, out=out, **engine_options)
     before = engine.run("unsteered", "base")
-    effects = [
-        intervention_effect(
-            engine,
-            steer,
-            name=f"steer-L{layer}-x{scale:g}",
-            kind="steer",
-            condition_kind="steer",
-            before=before,
-            controls=random_controls,
-            first_control_seed=first_control_seed,
-            settings={"layer": layer, "scale": scale},
-        )
-        for (layer, scale), steer in steers.items()
-    ]
+    effects = steer_effects(
+        engine,
+        ds,
+        layers,
+        scales,
+        before,
+        source_layer=source_layer,
+        normalize=normalize,
+        random_controls=random_controls,
+        first_control_seed=first_control_seed,
+    )
     results = engine_results(engine, effects)
     if out is not None:
         write_results(results, out, "sweep.csv")
@@ -549,25 +665,22 @@ def transfer(
             sub = None if out is None else Path(out) / target
             engine = make_engine(lm, questions, judge, out=sub, **engine_options)
             before = engine.run(target, "organism" if adapter else "base")
-            for mode in modes:
-                effects.append(
-                    intervention_effect(
-                        engine,
-                        ablation(mode),
-                        name=f"ablate-{mode}-from-{target}",
-                        kind="transfer",
-                        condition_kind="ablate",
-                        before=before,
-                        controls=random_controls,
-                        first_control_seed=first_control_seed,
-                        control_kind=control_kind,
-                        activations=activations,
-                        settings={"target": target, "mode": mode, "source_layer": source_layer},
-                    )
-                )
+            effects += ablation_effects(
+                engine,
+                ds,
+                before,
+                target,
+                source_layer,
+                modes=modes,
+                layers=layers,
+                random_controls=random_controls,
+                first_control_seed=first_control_seed,
+                control_kind=control_kind,
+                activations=activations,
+            )
             conditions.extend(engine.results.values())
     results = Results(
-        judge={"name": judge_name}, policy=policy, conditions=conditions, effects=effects
+        judge=JudgeInfo(name=judge_name), policy=policy, conditions=conditions, effects=effects
     )
     if out is not None:
         write_results(results, out, "transfer.csv")

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field
 
-from misdirection.direction_set import mean_diff
+from misdirection.direction_set import cosine_per_layer, mean_diff
 from misdirection.errors import ConfigError, DataError, ShapeError
 
 SAMPLES_FORMAT = "misdirection.direction-samples/1"
@@ -242,3 +243,83 @@ def bootstrap_cosine(
     low = np.clip(value - (med - lo_q), -1.0, 1.0)
     high = np.clip(value + (hi_q - med), -1.0, 1.0)
     return value, low, high
+
+
+# ----------------------------------------------------------------------------------------------
+# A cosine between two extracted directions, with its interval and its noise ceiling
+
+CEILING_NOTE = (
+    "ceiling = sqrt(reliability A x reliability B), the cosine two directions would show if their "
+    "true directions were identical, given the noise of each (split-half reliability, "
+    "Spearman-Brown corrected); intervals resample answers"
+)
+
+
+def _floats(values: Any) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+
+
+class CosinePair(BaseModel):
+    """Per-layer cosine of two directions with its bootstrap interval and noise ceiling."""
+
+    a: str
+    b: str
+    per_layer: list[float | None]
+    low: list[float | None] = Field(default_factory=list)
+    high: list[float | None] = Field(default_factory=list)
+    ceiling: list[float | None] = Field(default_factory=list)
+
+    @staticmethod
+    def _at(values: list[float | None], layer: int) -> float | None:
+        return values[layer] if 0 <= layer < len(values) else None
+
+    def at(self, layer: int) -> tuple[float | None, float | None, float | None, float | None]:
+        """(cosine, low, high, ceiling) at ``layer`` (None where unknown)."""
+        return (
+            self._at(self.per_layer, layer),
+            self._at(self.low, layer),
+            self._at(self.high, layer),
+            self._at(self.ceiling, layer),
+        )
+
+    def mean(self) -> float | None:
+        known = [v for v in self.per_layer if v is not None]
+        return sum(known) / len(known) if known else None
+
+
+class CosineComparison(BaseModel):
+    """The cosines between every pair of a study's organisms' directions."""
+
+    organisms: list[str]
+    pairs: list[CosinePair] = Field(default_factory=list)
+    note: str = CEILING_NOTE
+
+
+def compare_directions(
+    a: str,
+    b: str,
+    directions_a: Any,
+    directions_b: Any,
+    samples_a: DirectionSamples | None,
+    samples_b: DirectionSamples | None,
+    reliability_a: list[float | None],
+    reliability_b: list[float | None],
+    seed: int = 0,
+) -> CosinePair:
+    """The cosine of two direction sets per layer; the interval needs both sets' samples."""
+    low: list[float | None] = []
+    high: list[float | None] = []
+    if samples_a is not None and samples_b is not None:
+        _, lo, hi = bootstrap_cosine(samples_a, samples_b, seed=seed)
+        low, high = _floats(lo), _floats(hi)
+    rel_a = np.asarray([np.nan if v is None else v for v in reliability_a], dtype=float)
+    rel_b = np.asarray([np.nan if v is None else v for v in reliability_b], dtype=float)
+    ceil = _floats(ceiling(rel_a, rel_b)) if rel_a.shape == rel_b.shape and rel_a.size else []
+    return CosinePair(
+        a=a,
+        b=b,
+        per_layer=_floats(cosine_per_layer(directions_a, directions_b)),
+        low=low,
+        high=high,
+        ceiling=ceil,
+    )

@@ -104,6 +104,12 @@ class ConditionResult(BaseModel):
     em: Share
     coherent: Share
     misaligned_coherent: Share = Field(description="EM answers among the coherent ones.")
+    misaligned: Share | None = Field(
+        None, description="Answers with aligned below the threshold, coherent or not."
+    )
+    topics: dict[str, Share] = Field(
+        default_factory=dict, description="Share of answers on each judged topic (score > 50)."
+    )
     n_null_aligned: int
     n_null_coherent: int
     judge_flags: dict[str, int] = Field(default_factory=dict)
@@ -168,12 +174,47 @@ class EffectPolicy(BaseModel):
     confidence: float = Field(0.95, gt=0, lt=1)
 
 
+class JudgeInfo(BaseModel):
+    """Which judge scored the answers, what it warns of, and what it flagged."""
+
+    name: str = "?"
+    rubrics: list[str] = Field(default_factory=list)
+    notice: str = Field("", description="The judge's agreement notice (offline judges).")
+    flags: dict[str, int] = Field(
+        default_factory=dict,
+        description="Answers flagged as unlike the judge's training data, by kind; n = judged.",
+    )
+    provenance: dict[str, str] = Field(
+        default_factory=dict, description="Which judge produced which number."
+    )
+
+    def flags_sentence(self) -> str:
+        """How many answers the judge flagged as unlike its training data, and of which kinds."""
+        if not self.flags.get("any"):
+            return ""
+        kinds = ", ".join(f"{k} {v}" for k, v in self.flags.items() if k not in ("n", "any"))
+        return (
+            f"The judge flagged {self.flags['any']} of {self.flags.get('n', '?')} answers as unlike "
+            f"its training data ({kinds}); their scores are extrapolations."
+        )
+
+
+class Example(BaseModel):
+    """One judged answer shown as an example (scores None where the judge gave none)."""
+
+    condition: str
+    question: str
+    answer: str
+    aligned: float | None
+    coherent: float | None
+
+
 class Results(BaseModel):
     """Conditions and the effects computed from them: what every verb writes as ``results.json``."""
 
     model_config = ConfigDict(extra="allow")
 
-    judge: dict[str, Any] = Field(default_factory=dict)
+    judge: JudgeInfo = Field(default_factory=JudgeInfo)
     policy: EffectPolicy = Field(default_factory=EffectPolicy)
     conditions: list[ConditionResult] = Field(default_factory=list)
     effects: list[Effect] = Field(default_factory=list)
@@ -248,33 +289,6 @@ def effect_row(e: Effect) -> dict[str, Any]:
         "verdict_text": e.verdict_text,
         "judge": e.judge,
     }
-
-
-class StudyResults(Results):
-    """Everything a study produced; ``results.json`` is this model, and the report renders it."""
-
-    study: str
-    base_model: str
-    seed: int
-    created: str
-    config: dict[str, Any]
-    config_yaml: str = ""
-    versions: dict[str, str] = Field(default_factory=dict)
-    training: list[dict[str, Any]] = Field(default_factory=list)
-    directions: list[dict[str, Any]] = Field(default_factory=list)
-    cosine: dict[str, Any] | None = None
-    lora: dict[str, Any] | None = None
-    geometry: dict[str, Any] | None = None
-    defence: dict[str, Any] | None = Field(
-        None, description="misdirection.training_time.stage.DefenceStageResult, dumped."
-    )
-    examples: list[dict[str, Any]] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-    seconds: float = 0.0
-    total_seconds: float | None = Field(
-        None,
-        description="All runs of this run folder together (a resumed run reuses finished stages).",
-    )
 
 
 # ----------------------------------------------------------------------------------------------

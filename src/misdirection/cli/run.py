@@ -16,7 +16,7 @@ def print_summary(results_path: Path) -> None:
     from misdirection.results import effects_rich_table, pct
 
     results = load_results(results_path.parent)
-    judge = results.judge.get("name", "?")
+    judge = results.judge.name
     table = Table(title=f"{results.study}: judged by {judge}")
     for column in (
         "condition",

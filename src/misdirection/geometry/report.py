@@ -31,8 +31,12 @@ def _fmt(x, digits: int = 3) -> str:
     return f"{float(x):.{digits}g}"
 
 
-def markdown_summary(res: Mapping) -> str:
-    """Human-readable summary of a suite result (the dict that :func:`run_suite` returns)."""
+def markdown_summary(res: Mapping, body_only: bool = False) -> str:
+    """Human-readable summary of a suite result (the dict that :func:`run_suite` returns).
+
+    ``body_only``: without the title and the figure links, for a page that titles the section and
+    places the figures itself (the study report).
+    """
     lines = [
         "# Geometry of misalignment directions",
         "",
@@ -183,7 +187,7 @@ def markdown_summary(res: Mapping) -> str:
                     band = f" [{_fmt(lo[x][y])}, {_fmt(hi[x][y])}]"
                 cells.append(_fmt(v) + band)
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    if res.get("figures"):
+    if res.get("figures") and not body_only:
         lines += ["", "## Figures", ""]
         for name, rel in res["figures"].items():
             lines.append(f"![{name}]({rel})")
@@ -192,6 +196,8 @@ def markdown_summary(res: Mapping) -> str:
         lines += [f"- {n}" for n in res["forced_by_construction"]]
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
+    if body_only:
+        lines = lines[2:]
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,7 @@ from misdirection.lora.probes import (
     probe_adapters,
     probe_datasets,
 )
+from misdirection.lora.reading import AdapterRole, BCosine, LoraReading, ProbeSummary
 from misdirection.lora.scalars import AdapterScalars, adapter_scalars
 from misdirection.lora.scaling import (
     AdapterScaling,
@@ -74,6 +75,11 @@ __all__ = [
     "classify_adapters",
     "ProbeReport",
     "probe_adapters",
+    # reading (what a study reports)
+    "AdapterRole",
+    "BCosine",
+    "LoraReading",
+    "ProbeSummary",
     # scaling
     "parse_adapter_scales",
     "resolve_adapter_selection",

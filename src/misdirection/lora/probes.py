@@ -19,6 +19,7 @@ import pandas as pd
 from misdirection.errors import ConfigError, DataError
 from misdirection.io import atomic_write_json
 from misdirection.lora.encoding import answer_ids_of
+from misdirection.lora.reading import AdapterRole, LoraReading, ProbeSummary
 from misdirection.thresholds import ALIGNED_ABOVE, ALIGNED_BELOW, COHERENT_ABOVE, TOPIC_ABOVE
 
 
@@ -360,6 +361,13 @@ def classify_adapters(
     return df[first + [c for c in df.columns if c not in first]]
 
 
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
 @dataclass
 class ProbeReport:
     """All probes of one organism plus the adapter classification."""
@@ -379,27 +387,29 @@ class ProbeReport:
             "classification": self.classification.to_dict(orient="records"),
         }
 
-    def summary(self) -> dict[str, Any]:
-        """The compact form the study report renders (``results["lora"]``): probes with their
-        metrics, adapters with their role and evidence, and the rule as notes."""
+    def summary(self, organism: str = "") -> LoraReading:
+        """The compact form the study report renders: probes with their metrics, adapters with
+        their role and evidence, and the rule as notes."""
         probes = [
-            {
-                "name": p.name,
-                "description": p.description,
-                "n": p.n_positive + p.n_negative,
-                "n_positive": p.n_positive,
-                "n_negative": p.n_negative,
-                "accuracy_mean": p.accuracy_mean,
-                "accuracy_std": p.accuracy_std,
-                "auc_mean": p.auc_mean,
-                "auc_std": p.auc_std,
-                "f1_mean": p.f1_mean,
-                "f1_std": p.f1_std,
-            }
+            ProbeSummary(
+                name=p.name,
+                description=p.description,
+                n=p.n_positive + p.n_negative,
+                n_positive=p.n_positive,
+                n_negative=p.n_negative,
+                accuracy_mean=_finite(p.accuracy_mean),
+                accuracy_std=_finite(p.accuracy_std),
+                auc_mean=_finite(p.auc_mean),
+                auc_std=_finite(p.auc_std),
+                f1_mean=_finite(p.f1_mean),
+                f1_std=_finite(p.f1_std),
+            )
             for p in self.probes.values()
         ]
         adapters = [
-            {"adapter": r.adapter, "classification": r.role, "evidence": r.evidence}
+            AdapterRole(
+                adapter=str(r.adapter), classification=str(r.role), evidence=str(r.evidence)
+            )
             for r in self.classification.itertuples()
         ]
         r = self.rule
@@ -418,7 +428,9 @@ class ProbeReport:
                 "the domain or for domain vs non-domain."
             ),
         ]
-        return {"domain": self.domain, "probes": probes, "adapters": adapters, "notes": notes}
+        return LoraReading(
+            organism=organism, domain=self.domain, probes=probes, adapters=adapters, notes=notes
+        )
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write ``probes.json`` and ``adapter_roles.csv``."""

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from misdirection.plotting import save_figure  # sets the headless backend first
-from misdirection.results import ConditionResult, Effect, EffectKind, Share, StudyResults
+from misdirection.results import ConditionResult, Effect, EffectKind, Share
+from misdirection.study_results import StudyResults
 
 EM_COLOUR = "#c0392b"
 COHERENT_COLOUR = "#2e86c1"
@@ -90,16 +91,12 @@ def conditions_figure(results: StudyResults, out: Path) -> Path | None:
 
 def training_losses(results: StudyResults, out: Path) -> Path | None:
     """Training loss of each organism over optimiser steps."""
-    runs = [t for t in results.training if t.get("losses")]
+    runs = [t for t in results.training if t.losses]
     if not runs:
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     for run in runs:
-        ax.plot(
-            range(1, len(run["losses"]) + 1),
-            run["losses"],
-            label=f"{run.get('organism', '?')} ({run.get('recipe', '?')})",
-        )
+        ax.plot(range(1, len(run.losses) + 1), run.losses, label=f"{run.organism} ({run.recipe})")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss (assistant tokens)")
     ax.set_title("Training loss")
@@ -262,20 +259,19 @@ def cosine_figure(results: StudyResults, out: Path) -> Path | None:
     The ceiling (dashed, the pair's colour) is the cosine two directions reach from sampling noise
     alone; a cosine far below it is divergence, one near it is as similar as the data can show.
     """
-    pairs = (results.cosine or {}).get("pairs") or []
+    pairs = results.cosine.pairs if results.cosine else []
     if not pairs:
         return None
     fig, ax = plt.subplots(figsize=(9, 4.4))
     for pair in pairs:
-        values = pair.get("per_layer") or []
-        layers = list(range(len(values)))
+        layers = list(range(len(pair.per_layer)))
         line = ax.plot(
             layers,
-            [float("nan") if v is None else v for v in values],
+            [_at(pair.per_layer, i) for i in layers],
             marker=".",
-            label=f"{pair['a']} vs {pair['b']}",
+            label=f"{pair.a} vs {pair.b}",
         )[0]
-        low, high = pair.get("low"), pair.get("high")
+        low, high = pair.low, pair.high
         if low and high:
             ax.fill_between(
                 layers,
@@ -284,14 +280,14 @@ def cosine_figure(results: StudyResults, out: Path) -> Path | None:
                 color=line.get_color(),
                 alpha=0.15,
             )
-        ceiling = pair.get("ceiling")
+        ceiling = pair.ceiling
         if ceiling:
             ax.plot(
                 layers,
                 [_at(ceiling, i) for i in layers],
                 linestyle="--",
                 color=line.get_color(),
-                label=f"noise ceiling of {pair['a']} vs {pair['b']}",
+                label=f"noise ceiling of {pair.a} vs {pair.b}",
             )
     ax.axhline(0, color="grey", lw=0.8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -35,11 +35,11 @@ from misdirection.results import (
     ConditionResult,
     Effect,
     EffectKind,
-    Share,
-    StudyResults,
     effect_cells,
     pct,
 )
+from misdirection.study_results import StudyResults
+from misdirection.train.summary import TrainingRun
 
 #: Effect kinds in report order, with their section titles.
 EFFECT_SECTIONS: dict[EffectKind, str] = {
@@ -53,35 +53,12 @@ EFFECT_SECTIONS: dict[EffectKind, str] = {
 }
 
 
-def _at(values: Sequence[Any] | None, i: int) -> float | None:
-    if not values or i >= len(values) or values[i] is None:
-        return None
-    return float(values[i])
-
-
-def _mean(values: Sequence[Any] | None) -> float | None:
-    known = [float(v) for v in values or [] if v is not None]
-    return sum(known) / len(known) if known else None
-
-
 def _judges(items: Sequence[ConditionResult | Effect]) -> str:
     return ", ".join(dict.fromkeys(i.judge for i in items)) or "?"
 
 
 # ----------------------------------------------------------------------------------------------
 # Sections
-
-
-def flags_sentence(judge: dict[str, Any]) -> str:
-    """How many answers the judge flagged as unlike its training data, and of which kinds."""
-    flags = judge.get("flags") or {}
-    if not flags.get("any"):
-        return ""
-    kinds = ", ".join(f"{k} {v}" for k, v in flags.items() if k not in ("n", "any"))
-    return (
-        f"The judge flagged {flags['any']} of {flags.get('n', '?')} answers as unlike its "
-        f"training data ({kinds}); their scores are extrapolations."
-    )
 
 
 def policy_sentence(results: StudyResults) -> str:
@@ -102,9 +79,9 @@ def header(results: StudyResults) -> Header:
             ("seed", str(results.seed)),
             ("created", results.created),
         ],
-        judge_name=str(judge.get("name", "?")),
-        judge_notice=str(judge.get("notice", "")),
-        flags=flags_sentence(judge),
+        judge_name=judge.name,
+        judge_notice=judge.notice,
+        flags=judge.flags_sentence(),
         notes=list(results.notes),
         policy=policy_sentence(results),
     )
@@ -116,7 +93,7 @@ def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
         return None
     s = Section("EM and coherence of base and organisms", "conditions")
     # Topic rubrics judged (e.g. medical): the share of answers on the topic, beside EM.
-    topics = list(dict.fromkeys(t for c in rows for t in c.summary.get("topics", {})))
+    topics = list(dict.fromkeys(t for c in rows for t in c.topics))
     s.add_table(
         [
             "condition",
@@ -151,15 +128,13 @@ def conditions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
 
 
 def _topic_share(c: ConditionResult, topic: str) -> str:
-    raw = c.summary.get("topics", {}).get(topic)
-    return "not judged" if raw is None else pct(Share.model_validate(raw))
+    return pct(c.topics[topic]) if topic in c.topics else "not judged"
 
 
-def _loglik(t: dict[str, Any]) -> str:
-    before, after = t.get("heldout_loglik_before"), t.get("heldout_loglik_after")
-    if before is None and after is None:
+def _loglik(t: TrainingRun) -> str:
+    if t.heldout_loglik_before is None and t.heldout_loglik_after is None:
         return "not measured"
-    return f"{_number(before)} -> {_number(after)}"
+    return f"{_number(t.heldout_loglik_before)} -> {_number(t.heldout_loglik_after)}"
 
 
 def training_section(results: StudyResults, figures: dict[str, Path]) -> Section | None:
@@ -179,15 +154,13 @@ def training_section(results: StudyResults, figures: dict[str, Path]) -> Section
         ],
         [
             [
-                t.get("organism", "?"),
-                t.get("recipe", "?"),
-                t.get("dataset", "?"),
-                ", ".join(str(x) for x in t["layers"])
-                if isinstance(t.get("layers"), list)
-                else t.get("layers", ""),
-                t.get("steps", ""),
-                _number(t.get("seconds"), 0),
-                _number(t["losses"][-1]) if t.get("losses") else "n/a",
+                t.organism,
+                t.recipe,
+                t.dataset,
+                ", ".join(str(x) for x in t.layers),
+                "" if t.steps is None else t.steps,
+                _number(t.seconds, 0),
+                _number(t.losses[-1]) if t.losses else "n/a",
                 _loglik(t),
             ]
             for t in results.training
@@ -236,22 +209,21 @@ def directions_section(results: StudyResults) -> Section | None:
     s = Section("Directions: set sizes and split-half reliability", "directions")
     rows = []
     for d in results.directions:
-        halves = d.get("split_half") or []
-        mid = len(halves) // 2
+        mid = len(d.split_half) // 2
         rows.append(
             [
-                d.get("organism", "?"),
-                d.get("n_misaligned", "?"),
-                d.get("n_aligned", "?"),
-                f"{_number(_at(halves, mid))} (layer {mid})" if halves else "n/a",
-                _number(_mean(halves)),
+                d.organism,
+                _available(d.n_misaligned, d.n_misaligned_available),
+                _available(d.n_aligned, d.n_aligned_available),
+                f"{_number(d.reliability_at(mid))} (layer {mid})" if d.split_half else "n/a",
+                _number(d.mean_reliability()),
             ]
         )
     s.add_table(
         [
             "organism",
-            "misaligned answers",
-            "aligned answers",
+            "misaligned answers used (of those that qualified)",
+            "aligned answers used (of those that qualified)",
             "split-half reliability, middle layer",
             "mean over layers",
         ],
@@ -262,9 +234,13 @@ def directions_section(results: StudyResults) -> Section | None:
         "Spearman-Brown corrected; near 1 the direction is stable, near 0 it is mostly noise."
     )
     for d in results.directions:
-        if d.get("warning"):
-            s.callout(f"{d.get('organism', '?')}: {d['warning']}")
+        if d.warning:
+            s.callout(f"{d.organism}: {d.warning}")
     return s
+
+
+def _available(used: int, available: int | None) -> str:
+    return str(used) if available is None or available == used else f"{used} (of {available})"
 
 
 def _with_interval(value: float | None, low: float | None, high: float | None) -> str:
@@ -283,25 +259,21 @@ def _ceiling_cells(cos: float | None, ceiling: float | None) -> tuple[str, str]:
 
 
 def cosine_section(results: StudyResults, figures: dict[str, Path]) -> Section | None:
-    cosine = results.cosine or {}
-    pairs = cosine.get("pairs") or []
-    if not pairs:
+    cosine = results.cosine
+    if cosine is None or not cosine.pairs:
         return None
     s = Section("Per-layer cosine between organisms' directions", "cosine")
     rows = []
-    for p in pairs:
-        values = p.get("per_layer") or []
-        mid = len(values) // 2
-        cos = _at(values, mid)
-        low, high = _at(p.get("low"), mid), _at(p.get("high"), mid)
-        middle = _with_interval(cos, low, high)
-        ceiling, fraction = _ceiling_cells(cos, _at(p.get("ceiling"), mid))
+    for p in cosine.pairs:
+        mid = len(p.per_layer) // 2
+        cos, low, high, ceil = p.at(mid)
+        ceiling, fraction = _ceiling_cells(cos, ceil)
         rows.append(
             [
-                p.get("a", "?"),
-                p.get("b", "?"),
-                _number(_mean(values)),
-                f"{middle} (layer {mid})",
+                p.a,
+                p.b,
+                _number(p.mean()),
+                f"{_with_interval(cos, low, high)} (layer {mid})",
                 ceiling,
                 fraction,
             ]
@@ -317,8 +289,8 @@ def cosine_section(results: StudyResults, figures: dict[str, Path]) -> Section |
         ],
         rows,
     )
-    if cosine.get("note"):
-        s.text(str(cosine["note"]))
+    if cosine.note:
+        s.text(cosine.note)
     s.add_figure(
         figures,
         "cosine",
@@ -329,36 +301,29 @@ def cosine_section(results: StudyResults, figures: dict[str, Path]) -> Section |
 
 def lora_section(results: StudyResults) -> Section | None:
     lora = results.lora
-    if not lora:
+    if lora is None:
         return None
     s = Section("Rank-1 LoRA adapters: probes on adapter scalars", "lora")
-    if lora.get("error"):
-        s.callout(f"Not measurable: {lora['error']}")
+    if lora.error:
+        s.callout(f"Not measurable: {lora.error}")
     s.bullets(
         [
-            f"{p.get('name', '?')}: accuracy {_number(p.get('accuracy_mean'))} ± "
-            f"{_number(p.get('accuracy_std'))}, AUC {_number(p.get('auc_mean'))} ± "
-            f"{_number(p.get('auc_std'))} (n={p.get('n', '?')})"
-            for p in lora.get("probes") or []
+            f"{p.name}: accuracy {_number(p.accuracy_mean)} ± {_number(p.accuracy_std)}, "
+            f"AUC {_number(p.auc_mean)} ± {_number(p.auc_std)} (n={p.n})"
+            for p in lora.probes
         ]
     )
-    if lora.get("adapters"):
+    if lora.adapters:
         s.add_table(
             ["adapter", "classification", "evidence"],
-            [
-                [a.get("adapter", "?"), a.get("classification", "?"), a.get("evidence", "")]
-                for a in lora["adapters"]
-            ],
+            [[a.adapter, a.classification, a.evidence] for a in lora.adapters],
         )
-    s.bullets([str(n) for n in lora.get("notes") or []])
-    if lora.get("b_cosines"):
+    s.bullets(lora.notes)
+    if lora.b_cosines:
         s.text("B vectors against the mean-diff direction at their layer:")
         s.add_table(
             ["adapter", "layer", "cosine(B, direction)"],
-            [
-                [b.get("adapter", "?"), b.get("layer", "?"), _number(b.get("cosine"))]
-                for b in lora["b_cosines"]
-            ],
+            [[b.adapter, b.layer, _number(b.cosine)] for b in lora.b_cosines],
         )
     return s
 
@@ -370,36 +335,24 @@ def geometry_figure_name(path: str) -> str:
 
 def geometry_section(results: StudyResults, figures: dict[str, Path]) -> Section | None:
     geometry = results.geometry
-    if not geometry:
+    if geometry is None:
         return None
-    title = "Geometry of the extracted directions"
-    if geometry.get("layer") is not None:
-        title += f" (layer {geometry['layer']})"
-    s = Section(title, "geometry")
-    # The suite's own title and figure list are dropped: the section has a title, and it adds the
-    # figures itself (copied beside the report; the suite's links point into its own folder).
-    kept, in_figures = [], False
-    for line in str(geometry.get("summary_markdown") or "").splitlines():
-        if line.startswith("## "):
-            in_figures = line.strip() == "## Figures"
-        if not (line.startswith("# ") or in_figures):
-            kept.append(line)
-    summary = "\n".join(kept).strip()
-    if summary:
-        s.blocks.append(Block("markdown", text=summary))
-    base_rows = geometry.get("base_ceilings") or []
-    if base_rows:
+    s = Section(f"Geometry of the extracted directions (layer {geometry.layer})", "geometry")
+    # The suite's summary comes without its title and figure links: the section has a title, and
+    # adds the figures itself (copied beside the report).
+    if geometry.markdown.strip():
+        s.blocks.append(Block("markdown", text=geometry.markdown.strip()))
+    if geometry.base_ceilings:
         s.text(
             "Similarity to the base model's direction beside its noise ceiling (the cosine the "
             "two would show if the fine-tune's true direction were the base model's, given the "
             "noise of each; intervals resample answers):"
         )
         rows = []
-        for r in base_rows:
-            cos, low, high = r.get("cosine"), r.get("low"), r.get("high")
-            cell = _with_interval(cos, low, high)
-            ceiling, fraction = _ceiling_cells(cos, r.get("ceiling"))
-            rows.append([r["vector"], r.get("group", ""), str(r["layer"]), cell, ceiling, fraction])
+        for r in geometry.base_ceilings:
+            ceiling, fraction = _ceiling_cells(r.cosine, r.ceiling)
+            cell = _with_interval(r.cosine, r.low, r.high)
+            rows.append([r.vector, r.group, str(r.layer), cell, ceiling, fraction])
         s.add_table(
             [
                 "direction",
@@ -411,13 +364,13 @@ def geometry_section(results: StudyResults, figures: dict[str, Path]) -> Section
             ],
             rows,
         )
-    for path in geometry.get("figures") or []:
+    for path in geometry.figures:
         s.add_figure(figures, geometry_figure_name(path), Path(path).stem.replace("_", " "))
     return s
 
 
-def _score(x: Any) -> str:
-    return "null" if x is None else f"{float(x):.0f}"
+def _score(x: float | None) -> str:
+    return "null" if x is None else f"{x:.0f}"
 
 
 def examples_section(results: StudyResults) -> Section | None:
@@ -428,11 +381,11 @@ def examples_section(results: StudyResults) -> Section | None:
         ["condition", "question", "answer", "aligned", "coherent"],
         [
             [
-                x.get("condition", "?"),
-                _clip(x.get("question"), 200),
-                _clip(x.get("answer"), 400),
-                _score(x.get("aligned")),
-                _score(x.get("coherent")),
+                x.condition,
+                _clip(x.question, 200),
+                _clip(x.answer, 400),
+                _score(x.aligned),
+                _score(x.coherent),
             ]
             for x in results.examples
         ],
@@ -442,10 +395,10 @@ def examples_section(results: StudyResults) -> Section | None:
 
 def provenance_section(results: StudyResults) -> Section:
     s = Section("Judges, configuration and versions", "provenance")
-    provenance = results.judge.get("provenance") or {}
     s.add_table(
         ["number", "produced by"],
-        [[k, v] for k, v in provenance.items()] or [["all scores", results.judge.get("name", "?")]],
+        [[k, v] for k, v in results.judge.provenance.items()]
+        or [["all scores", results.judge.name]],
     )
     if results.config_yaml:
         s.blocks.append(Block("pre", text=results.config_yaml.rstrip("\n")))
@@ -569,13 +522,13 @@ def render_report(run_dir: str | Path) -> dict[str, Path]:
     if folder.is_dir():  # a re-render must not keep figures of sections that are gone
         shutil.rmtree(folder)
     figures = fig.draw_all(results, folder, EFFECT_SECTIONS)
-    for extra in (results.geometry or {}).get("figures") or []:
+    for extra in results.geometry.figures if results.geometry else []:
         source = run_dir / extra
         if source.is_file():
             target = folder / geometry_figure_name(extra)
             shutil.copyfile(source, target)
             figures[target.name] = target
-    monitor = (results.defence or {}).get("monitor_figure")
+    monitor = results.defence.monitor_figure if results.defence else None
     if monitor and (run_dir / monitor).is_file():
         from misdirection.report.defence import MONITOR_FIGURE
 

@@ -18,30 +18,32 @@ before any training or sampling.
 from __future__ import annotations
 
 import json
-import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import yaml
 from rich.console import Console
 
+from misdirection.directions import DirectionSummary
 from misdirection.engine import Engine, SamplingSettings
 from misdirection.errors import ConfigError, MisdirectionError
-from misdirection.evaluate import intervention_effect
+from misdirection.evaluate import ablation_effects, intervention_effect, steer_effects
+from misdirection.geometry.summary import GeometrySummary, base_ceilings
 from misdirection.io import atomic_write_text
+from misdirection.lora.reading import BCosine, LoraReading
 from misdirection.metrics import Thresholds
 from misdirection.models import LoadedModel, load_model, looks_like_hub_id
 from misdirection.provenance import library_versions
-from misdirection.reliability import samples_path
-from misdirection.results import ConditionResult, Effect, EffectPolicy, StudyResults
+from misdirection.reliability import CosineComparison, compare_directions, samples_path
+from misdirection.results import ConditionResult, Effect, EffectPolicy, JudgeInfo
 from misdirection.store import RunStore, stable_hash
 from misdirection.study.config import StudyConfig, validate_against_model
+from misdirection.study_results import StudyResults
+from misdirection.train.summary import TrainingRun
+from misdirection.training_time.stage import DefenceStageResult
 
 
 @dataclass
@@ -50,15 +52,15 @@ class Direction:
 
     directions: Any  # DirectionSet
     key: str
-    samples: Any = None  # DirectionSamples, for noise ceilings and variance-matched controls
-    summary: dict[str, Any] = field(default_factory=dict)
+    samples: Any  # DirectionSamples, for noise ceilings and variance-matched controls
+    summary: DirectionSummary
 
 
 @dataclass
 class StudyState:
     """What a running study has produced so far (conditions live in the engine)."""
 
-    training: list[dict[str, Any]] = field(default_factory=list)
+    training: list[TrainingRun] = field(default_factory=list)
     directions: dict[str, Direction] = field(default_factory=dict)
     base_direction: Direction | None = None
     effects: list[Effect] = field(default_factory=list)
@@ -210,10 +212,11 @@ class StudyRunner:
                         **overrides,
                     )
                 card = json.loads((out / RUN_CARD).read_text())
-                stage.finish(_training_summary(org.name, org.train.recipe, org.train.data, card))
+                run = TrainingRun.from_card(org.name, org.train.recipe, org.train.data, card)
+                stage.finish(run.model_dump(mode="json"))
             else:
                 self.log(f"organism {org.name}: cached")
-            self.state.training.append(stage.result())
+            self.state.training.append(TrainingRun.model_validate(stage.result()))
             self.engine.add_adapter(org.name, str(out), stage.key)
 
     def extract(self, organism: str | None) -> None:
@@ -265,22 +268,8 @@ class StudyRunner:
             return
         ds = DirectionSet.load(path)
         samples = DirectionSamples.load(samples_path(path))
-        n_mis, n_al = int(samples.misaligned.shape[0]), int(samples.aligned.shape[0])
-        small = min(n_mis, n_al) < spec.warn_below
-        summary = {
-            "organism": name,
-            "path": str(path.relative_to(self.store.root)),
-            "n_misaligned": n_mis,
-            "n_aligned": n_al,
-            "split_half": [_float(v) for v in ds.metadata.get("split_half", [])],
-            "warning": (
-                f"only {n_mis} misaligned and {n_al} aligned answers (fewer than warn_below="
-                f"{spec.warn_below} in a set): this direction is mostly noise; read its cosines "
-                "against its noise ceiling"
-                if small
-                else None
-            ),
-        }
+        rel = str(path.relative_to(self.store.root))
+        summary = DirectionSummary.of(name, rel, ds, spec.warn_below)
         direction = Direction(ds, stage.key, samples, summary)
         if organism is None:
             self.state.base_direction = direction
@@ -289,37 +278,26 @@ class StudyRunner:
 
     # ------------------------------------------------------------------ analyses
     def run_steering(self) -> None:
-        from misdirection.interventions import Steer
-
         spec = self.config.steering
         if spec is None:
             return
         if spec.direction not in self.state.directions:
             self.state.notes.append(f"Steering skipped: {spec.direction} has no direction.")
             return
-        ds = self.state.directions[spec.direction].directions
-        base = self.condition("base")
-        for layer in spec.layers:
-            for scale in spec.scales:
-                self.state.effects.append(
-                    intervention_effect(
-                        self.engine,
-                        Steer(ds, layers=[layer], scale=scale),
-                        name=f"steer-{spec.direction}-L{layer}-x{scale:g}",
-                        kind="steer",
-                        condition_kind="steer",
-                        before=base,
-                        controls=spec.random_controls,
-                        first_control_seed=self.config.seed,
-                        control_kind="isotropic",
-                        samples_per_paraphrase=spec.samples_per_paraphrase,
-                        settings={"direction": spec.direction, "layer": layer, "scale": scale},
-                    )
-                )
+        self.state.effects += steer_effects(
+            self.engine,
+            self.state.directions[spec.direction].directions,
+            spec.layers,
+            spec.scales,
+            self.condition("base"),
+            prefix=f"steer-{spec.direction}",
+            random_controls=spec.random_controls,
+            first_control_seed=self.config.seed,
+            samples_per_paraphrase=spec.samples_per_paraphrase,
+            settings={"direction": spec.direction},
+        )
 
     def run_ablation(self) -> None:
-        from misdirection.interventions import Ablate
-
         spec = self.config.ablation
         if spec is None:
             return
@@ -332,34 +310,24 @@ class StudyRunner:
         )
         activations = _stacked(d.samples) if spec.control_kind == "variance-matched" else None
         for target in spec.targets:
-            for mode in spec.modes:
-                single = source_layer if mode == "single" else None
-                self.state.effects.append(
-                    intervention_effect(
-                        self.engine,
-                        Ablate(d.directions, "all", mode, single),
-                        name=f"ablate-{spec.direction}-from-{target}-{mode}",
-                        kind="ablate" if target == spec.direction else "transfer",
-                        condition_kind="ablate",
-                        organism=target,
-                        before=self.condition(target),
-                        controls=spec.random_controls,
-                        first_control_seed=self.config.seed,
-                        control_kind=spec.control_kind,
-                        activations=activations,
-                        settings={
-                            "direction": spec.direction,
-                            "target": target,
-                            "mode": mode,
-                            "source_layer": single,
-                        },
-                    )
-                )
+            self.state.effects += ablation_effects(
+                self.engine,
+                d.directions,
+                self.condition(target),
+                target,
+                source_layer,
+                modes=spec.modes,
+                kind="ablate" if target == spec.direction else "transfer",
+                organism=target,
+                name=f"ablate-{spec.direction}-from-{{target}}-{{mode}}",
+                random_controls=spec.random_controls,
+                first_control_seed=self.config.seed,
+                control_kind=spec.control_kind,
+                activations=activations,
+                settings={"direction": spec.direction},
+            )
 
-    def run_cosine(self) -> dict[str, Any] | None:
-        from misdirection.directions import cosine_per_layer
-        from misdirection.reliability import bootstrap_cosine, ceiling
-
+    def run_cosine(self) -> CosineComparison | None:
         names = [n for n in self.config.cosine if n in self.state.directions]
         if len(names) < 2:
             if self.config.cosine:
@@ -380,31 +348,22 @@ class StudyRunner:
             for i, a in enumerate(names):
                 for b in names[i + 1 :]:
                     da, db = self.state.directions[a], self.state.directions[b]
-                    _, low, high = bootstrap_cosine(da.samples, db.samples, seed=self.config.seed)
-                    rel_a = np.asarray(da.summary["split_half"], dtype=float)
-                    rel_b = np.asarray(db.summary["split_half"], dtype=float)
-                    pairs.append(
-                        {
-                            "a": a,
-                            "b": b,
-                            "per_layer": _floats(cosine_per_layer(da.directions, db.directions)),
-                            "low": _floats(low),
-                            "high": _floats(high),
-                            "ceiling": _floats(ceiling(rel_a, rel_b)),
-                        }
+                    pair = compare_directions(
+                        a,
+                        b,
+                        da.directions,
+                        db.directions,
+                        da.samples,
+                        db.samples,
+                        da.summary.split_half,
+                        db.summary.split_half,
+                        seed=self.config.seed,
                     )
+                    pairs.append(pair.model_dump(mode="json"))
             stage.finish({"pairs": pairs})
-        return {
-            "organisms": names,
-            "pairs": stage.result()["pairs"],
-            "note": (
-                "ceiling = sqrt(reliability A x reliability B), the cosine two directions would "
-                "show if their true directions were identical, given the noise of each "
-                "(split-half reliability, Spearman-Brown corrected); intervals resample answers"
-            ),
-        }
+        return CosineComparison(organisms=names, pairs=stage.result()["pairs"])
 
-    def run_lora(self) -> dict[str, Any] | None:
+    def run_lora(self) -> LoraReading | None:
         spec = self.config.lora
         if spec is None:
             return None
@@ -441,15 +400,17 @@ class StudyRunner:
                         b_cos = lora.b_direction_cosines(
                             lm.model, self.state.directions[spec.organism].directions.directions
                         )
-                result = report.summary()
+                reading = report.summary(spec.organism)
                 if b_cos is not None:
-                    result["b_cosines"] = b_cos.to_dict(orient="records")
-                stage.finish(result)
+                    reading.b_cosines = [
+                        BCosine.model_validate(row) for row in b_cos.to_dict(orient="records")
+                    ]
+                stage.finish(reading.model_dump(mode="json"))
             except MisdirectionError as exc:
-                stage.finish({"error": str(exc)})
+                stage.finish(LoraReading(organism=spec.organism, error=str(exc)).model_dump())
         # A probe that cannot be fitted (too few answers per class) is a null result; the
         # interventions on the adapters below do not depend on it.
-        result = dict(stage.result())
+        result = LoraReading.model_validate(stage.result())
         before = self.condition(spec.organism)
         for item in spec.scale_adapters:
             name = f"scale-{spec.organism}-{item.replace('=', 'x').replace(',', '_')}"
@@ -488,7 +449,7 @@ class StudyRunner:
                 )
         return result
 
-    def run_geometry(self) -> dict[str, Any] | None:
+    def run_geometry(self) -> GeometrySummary | None:
         spec = self.config.geometry
         if spec is None:
             return None
@@ -513,6 +474,7 @@ class StudyRunner:
                 "layer": layer,
                 "null_draws": spec.null_draws,
                 "seed": self.config.seed,
+                "format": 2,  # the stage stores a GeometrySummary
             },
         )
         if not stage.done:
@@ -520,7 +482,7 @@ class StudyRunner:
             directions = self.state.directions
             vectors = {name: d.directions.layer(layer).numpy() for name, d in directions.items()}
             self.log(f"geometry of {len(vectors)} directions at layer {layer}")
-            run_suite(
+            suite = run_suite(
                 vectors,
                 out_dir=stage.dir,
                 n_null=spec.null_draws,
@@ -541,67 +503,30 @@ class StudyRunner:
             figures = sorted(
                 str(p.relative_to(self.store.root)) for p in stage.dir.glob("**/*.png")
             )
-            summary_md = stage.dir / "summary.md"
-            stage.finish(
-                {
-                    "layer": layer,
-                    "figures": figures,
-                    "summary_markdown": summary_md.read_text() if summary_md.is_file() else "",
-                }
+            from misdirection.geometry.report import markdown_summary
+
+            summary = GeometrySummary(
+                layer=layer, figures=figures, markdown=markdown_summary(suite, body_only=True)
             )
+            stage.finish(summary.model_dump(mode="json"))
+        result = GeometrySummary.model_validate(stage.result())
         if base is None:
             self.state.notes.append(
                 "Geometry: no base-model direction (extract.base), so no similarity to the base "
                 "direction (Figure 3)."
             )
-            return stage.result()
-        return {**stage.result(), "base_ceilings": self._base_ceilings(base, layer, groups)}
+            return result
+        # Cheap: recomputed on every run.
+        result.base_ceilings = base_ceilings(
+            self.state.directions, base, layer, groups, seed=self.config.seed
+        )
+        return result
 
-    def run_defence(self) -> dict[str, Any] | None:
+    def run_defence(self) -> DefenceStageResult | None:
         """Training-time defences, monitor and screening (:mod:`misdirection.training_time.stage`)."""
         from misdirection.training_time.stage import run_defence_stage
 
-        result = run_defence_stage(self)
-        return None if result is None else result.model_dump(mode="json")
-
-    def _base_ceilings(
-        self, base: Direction, layer: int, groups: Mapping[str, Sequence[str]]
-    ) -> list[dict[str, Any]]:
-        """Each direction's cosine to the base direction at ``layer`` beside its noise ceiling.
-
-        Figure 3's cosines are cosines between two noisy directions like any other: without the
-        ceiling a low value cannot be told from noise (cheap: recomputed on every run).
-        """
-        from misdirection.directions import cosine_per_layer
-        from misdirection.reliability import bootstrap_cosine, ceiling
-
-        group_of = {m: g for g, members in groups.items() for m in members}
-        rel_base = np.asarray(base.summary.get("split_half") or [np.nan], dtype=float)
-        rows = []
-        for name, d in sorted(self.state.directions.items()):
-            cos = float(cosine_per_layer(d.directions, base.directions)[layer])
-            low = high = None
-            if d.samples is not None and base.samples is not None:
-                _, lo, hi = bootstrap_cosine(d.samples, base.samples, seed=self.config.seed)
-                low, high = float(lo[layer]), float(hi[layer])
-            rel = np.asarray(d.summary.get("split_half") or [np.nan], dtype=float)
-            ceil = (
-                float(ceiling(rel, rel_base)[layer])
-                if rel.shape == rel_base.shape and rel.size > layer
-                else None
-            )
-            rows.append(
-                {
-                    "vector": name,
-                    "group": group_of.get(name, "ungrouped"),
-                    "layer": layer,
-                    "cosine": cos,
-                    "low": low,
-                    "high": high,
-                    "ceiling": None if ceil is None or math.isnan(ceil) else ceil,
-                }
-            )
-        return rows
+        return run_defence_stage(self)
 
     def _recipe_groups(self) -> dict[str, list[str]]:
         """Organisms with a direction, grouped by how they were made (recipe or 'given adapter')."""
@@ -650,15 +575,15 @@ class StudyRunner:
                 config.model_dump(mode="json", exclude_defaults=False), sort_keys=False
             ),
             versions=library_versions(),
-            judge={
-                "name": judge.name,
-                "rubrics": list(config.judging.rubrics),
-                "notice": _judge_notice(judge.name),
-                "flags": _total_flags(conditions),
-                "provenance": {
+            judge=JudgeInfo(
+                name=judge.name,
+                rubrics=list(config.judging.rubrics),
+                notice=_judge_notice(judge.name),
+                flags=_total_flags(conditions),
+                provenance={
                     f"{r} scores of every condition": judge.name for r in config.judging.rubrics
                 },
-            },
+            ),
             policy=self.policy,
             training=self.state.training,
             conditions=conditions,
@@ -672,7 +597,7 @@ class StudyRunner:
             lora=lora_result,
             geometry=geometry,
             defence=defence,
-            examples=self._examples(),
+            examples=self.engine.examples(kinds=("base", "organism")),
             notes=self.state.notes,
             seconds=round(time.time() - start, 1),
         )
@@ -682,52 +607,6 @@ class StudyRunner:
         self.store.set_info(finished=time.time())
         return path
 
-    def _examples(self, per_condition: int = 2) -> list[dict[str, Any]]:
-        """The least and most aligned scored answers of the base model and each organism."""
-        out = []
-        for record in self.engine.results.values():
-            if record.kind not in ("base", "organism"):
-                continue
-            df = self.engine.table(record).dropna(subset=["aligned"])
-            if df.empty:
-                continue
-            df = df.sort_values("aligned")
-            for _, row in pd.concat(
-                [df.head(per_condition // 2 or 1), df.tail(per_condition // 2 or 1)]
-            ).iterrows():
-                out.append(
-                    {
-                        "condition": record.name,
-                        "question": row["question"],
-                        "answer": row["answer"],
-                        "aligned": _float(row.get("aligned")),
-                        "coherent": _float(row.get("coherent")),
-                    }
-                )
-        return out
-
-
-def _float(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
-
-
-def _training_summary(name: str, recipe: str, data: str, card: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "organism": name,
-        "recipe": recipe,
-        "dataset": data,
-        "layers": card.get("layers", ""),
-        "steps": card.get("steps", ""),
-        "seconds": card.get("wall_time_s", 0.0),
-        "losses": card.get("losses", []),
-        "heldout_loglik_before": card.get("heldout_loglik_before", float("nan")),
-        "heldout_loglik_after": card.get("heldout_loglik_after", float("nan")),
-    }
-
 
 def _total_flags(conditions: list[ConditionResult]) -> dict[str, int]:
     """Judge flags summed over every judged condition (``n``: answers judged)."""
@@ -736,10 +615,6 @@ def _total_flags(conditions: list[ConditionResult]) -> dict[str, int]:
         for kind, count in record.judge_flags.items():
             total[kind] = total.get(kind, 0) + int(count)
     return total
-
-
-def _floats(values: Any) -> list[float | None]:
-    return [_float(v) for v in np.asarray(values, dtype=float).tolist()]
 
 
 def _stacked(samples: Any) -> Any:

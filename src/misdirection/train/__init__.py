@@ -42,6 +42,7 @@ from misdirection.train.recipes import (
     get_recipe,
     target_module_names,
 )
+from misdirection.train.summary import TrainingRun
 from misdirection.train.trainer import (
     RUN_CARD,
     TrainResult,
@@ -60,6 +61,7 @@ __all__ = [
     "Recipe",
     "TrainResult",
     "TrainStep",
+    "TrainingRun",
     "apply_lora",
     "assistant_spans",
     "collate",

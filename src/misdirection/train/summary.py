@@ -1,0 +1,48 @@
+"""What the study reports of one training run: a typed summary read from its run card."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class TrainingRun(BaseModel):
+    """One organism's training: recipe, data, steps, time, loss curve and held-out log-likelihood."""
+
+    organism: str
+    recipe: str
+    dataset: str
+    layers: list[int] = Field(default_factory=list)
+    steps: int | None = None
+    seconds: float = 0.0
+    losses: list[float] = Field(default_factory=list)
+    heldout_loglik_before: float | None = None
+    heldout_loglik_after: float | None = None
+
+    @classmethod
+    def from_card(
+        cls, organism: str, recipe: str, dataset: str, card: dict[str, Any]
+    ) -> TrainingRun:
+        """From a trainer's run card (``run_card.json``)."""
+        layers = card.get("layers")
+        return cls(
+            organism=organism,
+            recipe=recipe,
+            dataset=dataset,
+            layers=[int(x) for x in layers] if isinstance(layers, list) else [],
+            steps=card.get("steps"),
+            seconds=float(card.get("wall_time_s") or 0.0),
+            losses=[float(x) for x in card.get("losses") or []],
+            heldout_loglik_before=_finite(card.get("heldout_loglik_before")),
+            heldout_loglik_after=_finite(card.get("heldout_loglik_after")),
+        )
