@@ -133,3 +133,62 @@ def test_samples_file_round_trip_and_errors(tmp_path):
         ShapeError, match=r"shapes.safetensors: .*\(2, 3, 4\) and aligned \(5, 2, 4\)"
     ):
         DirectionSamples.load(tmp_path / "shapes.safetensors")
+
+
+def test_massive_dimensions_carry_a_reliability_that_is_not_the_directions():
+    """Three dimensions 100x larger than the rest differ between the sets by a little of their
+    size; every other dimension is pure noise. The raw direction looks reliable; without the
+    massive dimensions it is noise, and its squared norm sits almost wholly in them."""
+    from misdirection import massive
+    from misdirection.direction_set import DirectionSet
+    from misdirection.directions import DirectionSummary
+
+    gen = torch.Generator().manual_seed(0)
+    n, layers, d = 40, 2, 64
+    mis = torch.randn(n, layers, d, generator=gen)
+    al = torch.randn(n, layers, d, generator=gen)
+    for x, shift in ((mis, 3.0), (al, 0.0)):
+        x[:, :, :3] += 100.0 + shift  # massive, and 3 units apart between the sets
+    dims = massive.find_massive(torch.cat([mis, al]))
+    assert dims == [[0, 1, 2], [0, 1, 2]]
+    samples = DirectionSamples(mis, al)
+    direction = DirectionSet(samples.direction(), {"n_misaligned": n, "n_aligned": n})
+    summary = DirectionSummary.of("x", "x.safetensors", direction, samples, warn_below=20)
+    assert summary.massive_share[0] > 0.8 and summary.dominated_at(0)
+    assert summary.split_half[0] is not None and summary.split_half[0] > 0.8
+    lean = summary.split_half_without_massive[0]
+    assert lean is not None and abs(lean) < 0.3
+    zeroed = massive.without(mis, dims)
+    assert float(zeroed[..., :3].abs().sum()) == 0.0 and torch.equal(zeroed[..., 3:], mis[..., 3:])
+
+
+def test_set_size_plan_is_the_spearman_brown_prophecy():
+    from misdirection.reliability import plan_set_sizes
+
+    plan = plan_set_sizes(0.5, 10, 30, layer=3, target=0.8)
+    # k = 0.8 * 0.5 / (0.5 * 0.2) = 4; and k r / (1 + (k - 1) r) = 2 / 2.5 = 0.8 indeed.
+    assert plan.factor == pytest.approx(4.0)
+    assert (plan.n_misaligned_needed, plan.n_aligned_needed) == (40, 120)
+    assert plan_set_sizes(0.9, 10, 10, layer=0).factor == 1.0  # already there
+    assert plan_set_sizes(-0.1, 10, 10, layer=0).factor is None  # no signal: nothing to plan
+    assert "no signal measured" in plan_set_sizes(None, 4, 4, layer=1).text()
+
+
+def test_smallest_detectable_change_matches_the_two_proportion_power_formula():
+    from misdirection.effects import detectable_change
+    from misdirection.intervals import wilson
+    from misdirection.results import Share
+
+    def share(count, n):
+        low, high = wilson(count, n)
+        return Share(count=count, n=n, value=count / n, low=low, high=high)
+
+    delta = detectable_change(share(20, 100), 100)
+    assert delta == pytest.approx(-0.133, abs=1e-9)
+    # At that change the two-proportion z reaches 1.96 + 0.84 (80% power, two-sided 5%).
+    p0, p1 = 0.2, 0.2 + delta
+    z = -delta / ((p0 * (1 - p0) / 100 + p1 * (1 - p1) / 100) ** 0.5)
+    assert 2.80 <= z < 2.83
+    # 5 EM answers of 44 cannot fall detectably, even to zero.
+    assert detectable_change(share(5, 44), 44) is None
+    assert detectable_change(share(5, 44), 44, down=False) == pytest.approx(0.243)

@@ -10,13 +10,13 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from misdirection.directions import DirectionSummary
+from misdirection.directions import CosineComparison, CosinePair, DirectionSummary
 from misdirection.effects import compare
 from misdirection.errors import DataError
 from misdirection.geometry.summary import BaseCeiling, GeometrySummary
 from misdirection.intervals import wilson
 from misdirection.lora.reading import AdapterRole, BCosine, LoraReading, ProbeSummary
-from misdirection.reliability import CosineComparison, CosinePair
+from misdirection.reliability import plan_set_sizes
 from misdirection.report import render_report
 from misdirection.report.markdown import to_html
 from misdirection.results import (
@@ -27,6 +27,7 @@ from misdirection.results import (
     JudgeInfo,
     Share,
     effect_cells,
+    pct,
 )
 from misdirection.study_results import StudyResults
 from misdirection.train.summary import TrainingRun
@@ -53,6 +54,7 @@ def condition(
         em=share(em),
         coherent=share(coherent),
         misaligned_coherent=share(em if mc is None else mc, max(coherent, 1)),
+        misaligned=share(em + 5),  # 5 more misaligned answers than EM ones (incoherent)
         n_null_aligned=1,
         n_null_coherent=0,
     )
@@ -158,6 +160,9 @@ def full_extras(tmp_path) -> dict:
                 n_misaligned=20,
                 n_aligned=60,
                 split_half=[0.2, 0.4, 0.6, None],
+                massive_share=[0.1, 0.2, 0.9, None],
+                split_half_without_massive=[0.1, 0.1, 0.05, None],
+                plan=plan_set_sizes(0.05, 20, 60, layer=2),
             ),
             DirectionSummary(
                 organism="other",
@@ -179,6 +184,9 @@ def full_extras(tmp_path) -> dict:
                     low=[0.0, 0.1, 0.3, 0.4],
                     high=[0.2, 0.3, 0.5, 0.6],
                     ceiling=[0.5, 0.6, 0.8, 0.9],
+                    per_layer_without_massive=[0.0, 0.1, 0.2, 0.3],
+                    ceiling_without_massive=[0.1, 0.1, 0.4, 0.2],
+                    massive_share_a=[0.1, 0.2, 0.9, None],
                 ),
                 CosinePair(a="org", b="third", per_layer=list(np.linspace(0.1, 0.7, 4))),
             ],
@@ -301,7 +309,9 @@ def test_html_cells_are_the_cli_cells_and_collapse_is_never_removed(tmp_path):
     removed = effect_rows["ablate-org-single"][1]
     assert removed[-1].startswith("removed: EM fell (-17.0 pts")
     assert "beyond all 5 random controls (rank p = 0.17)" in removed[-1]
-    assert removed[9] == (
+    # 20/100 before, 100 after: a fall of 13.3 points is the smallest one 80% power detects.
+    assert removed[9] == "-13.3 pts (80% power)"
+    assert removed[10] == (
         "K=5 variance-matched: EM change -3.0 .. +1.0 pts, coherent change +0.0 .. +0.0 pts; "
         "beyond every control, rank p = 0.17"
     )
@@ -371,6 +381,7 @@ def test_conditions_table_has_every_share_and_its_judge(tmp_path):
         "20.0% [13.3, 28.9]",
         "80.0% [71.1, 86.7]",
         "25.0% [16.8, 35.5] 20/80",
+        pct(share(25)),
         "1/0",
         JUDGE,
     ]
@@ -386,8 +397,8 @@ def test_conditions_table_shows_judged_topic_shares(tmp_path):
     write(tmp_path, results.model_copy(update={"conditions": conditions + results.conditions[1:]}))
     page = render_report(tmp_path)["html"].read_text()
     table = next(t for t in tables_of(page) if t[0][1][0] == "condition")
-    assert table[0][1][5] == "medical > 50 [95% CI]"
-    assert table[1][1][5] == "30.0% [21.9, 39.6]" and table[2][1][5] == "not judged"
+    assert table[0][1][6] == "medical > 50 [95% CI]"
+    assert table[1][1][6] == "30.0% [21.9, 39.6]" and table[2][1][6] == "not judged"
 
 
 def test_missing_sections_are_omitted(tmp_path):
@@ -422,12 +433,24 @@ def test_every_section_with_data(tmp_path):
     # Training: layers joined, final loss, held-out log-likelihood.
     assert "| org | rank1-9 | bad-medical | 9, 10 | 3 | 12 | 2.000 | -3.750 -> -2.900 |" in md
     # Directions: the middle layer of 4 is layer 2; the mean skips the undefined layer.
-    assert "| org | 20 | 60 | 0.600 (layer 2) | 0.400 |" in md
-    assert "| other | 4 | 4 (of 15) | n/a (layer 2) | n/a |" in md
+    # Beside each: the massive dimensions' share there, and the reliabilities without them.
+    assert "| org | 20 | 60 | 0.600 (layer 2) | 90% | 0.050 | 0.400 | 0.083 |" in md
+    assert "| other | 4 | 4 (of 15) | n/a (layer 2) | n/a | n/a | n/a | n/a |" in md
+    assert "> org: massive dimensions hold 90% of the direction at layer 2" in md
+    # Spearman-Brown: from 0.05 to 0.8 takes 76x the answers.
+    assert "about 1520 misaligned and 4560 aligned answers (76.0x) would reach 0.8" in md
+    assert "![Split-half reliability per layer" in md
     assert "> other: only 4 misaligned answers (minimum 8): mostly noise" in md
     # Cosines: the middle-layer cosine with its interval, beside its ceiling and as a fraction.
-    assert "| org | other | 0.300 | 0.400 [0.300, 0.500] (layer 2) | 0.800 | 0.50 |" in md
-    assert "| org | third | 0.400 | 0.500 (layer 2) | no samples: no ceiling | n/a |" in md
+    assert (
+        "| org | other | 0.300 | 0.400 [0.300, 0.500] (layer 2) (massive-dominated) | 0.800 | "
+        "0.50 | 0.200 | 0.400 | 0.50 |"
+    ) in md
+    assert "> org vs other: massive dimensions hold most of a direction" in md
+    assert (
+        "| org | third | 0.400 | 0.500 (layer 2) | no samples: no ceiling | n/a | n/a | "
+        "no samples: no ceiling | n/a |"
+    ) in md
     # LoRA, geometry (headings nested under the section), examples (pipes escaped).
     assert "- misalignment: accuracy 0.800 ± 0.050, AUC 0.850 ± 0.040 (n=40)" in md
     assert "| L9.down_proj | 9 | 0.250 |" in md
@@ -438,14 +461,17 @@ def test_every_section_with_data(tmp_path):
     # The suite's own figure list (links into its folder) is dropped; the section adds them once.
     assert "figures/similarity.png" not in md and "### Notes" in md
     # Figure 3's cosines beside their noise ceilings.
-    assert "| org | rank1-9 | 2 | 0.200 [0.100, 0.300] | 0.400 | 0.50 |" in md
+    assert (
+        "| org | rank1-9 | 2 | 0.200 [0.100, 0.300] | 0.400 | 0.50 | n/a | no samples: no "
+        "ceiling | n/a |"
+    ) in md
     page = paths["html"].read_text()
     # Escaped everywhere: in table cells and in the geometry summary's markdown.
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<h3>Similarity</h3>" in page
     # Self-contained: conditions, training, 3 effect kinds, cosine, geometry.
-    assert page.count('src="data:image/png;base64,') == 7
+    assert page.count('src="data:image/png;base64,') == 8  # and reliability
     assert "http" not in page.replace("http-equiv", "")
 
 
@@ -537,7 +563,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     ).stdout
     raw = dom.split('data-check="', 1)[1].split('"', 1)[0].replace("&quot;", '"')
     check = json.loads(raw)
-    assert check["images"] == 7 and check["loaded"] == 7  # every figure loads
+    assert check["images"] == 8 and check["loaded"] == 8  # every figure loads
     assert check["scroll"] <= check["width"]  # wide tables scroll inside their box
     shot = tmp_path / "shot.png"
     subprocess.run(

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from misdirection import massive
 from misdirection.activations import capture_activations, table_columns
 from misdirection.direction_set import (
     DIRECTIONS_FORMAT,
@@ -42,7 +43,14 @@ from misdirection.direction_set import (
 )
 from misdirection.errors import ConfigError, DataError
 from misdirection.models import LAYER_CONVENTION
-from misdirection.reliability import DirectionSamples, split_half
+from misdirection.reliability import (
+    DirectionSamples,
+    SetSizePlan,
+    bootstrap_cosine,
+    ceiling,
+    plan_set_sizes,
+    split_half,
+)
 from misdirection.thresholds import ALIGNED_ABOVE, ALIGNED_BELOW, COHERENT_ABOVE
 
 # The direction set's names, re-exported: ``misdirection.directions`` is the public home of the
@@ -267,6 +275,12 @@ def extract_directions(
         "aligned_ids": [acts.answer_ids[i] for i in range(n_mis, len(rows))],
         "misaligned_ids": acts.answer_ids[:n_mis],
         "split_half": reliability,
+        # Aligned answers pooled from other models' conditions (read through this model).
+        "pooled_aligned": (
+            int((subset["pooled_from"].fillna("").astype(str).iloc[n_mis:] != "").sum())
+            if "pooled_from" in subset.columns
+            else 0
+        ),
     }
     samples.metadata.update(
         {k: meta[k] for k in ("model", "adapter", "positions", "n_misaligned", "n_aligned")}
@@ -275,7 +289,8 @@ def extract_directions(
 
 
 class DirectionSummary(BaseModel):
-    """What the study reports of one extracted direction: its sets and its reliability per layer."""
+    """What the study reports of one extracted direction: its sets, its reliability per layer, the
+    share of it in the model's massive dimensions and its reliability without them, and a plan."""
 
     organism: str
     path: str
@@ -285,18 +300,52 @@ class DirectionSummary(BaseModel):
         None, description="Misaligned answers that met the thresholds, before any balancing."
     )
     n_aligned_available: int | None = None
+    pooled_aligned: int = Field(
+        0, description="Aligned answers pooled from the study's other conditions (in n_aligned)."
+    )
     split_half: list[float | None] = Field(
         default_factory=list, description="Split-half reliability per layer, Spearman-Brown."
+    )
+    massive_dims: list[list[int]] = Field(
+        default_factory=list,
+        description="Per layer, the massive dimensions (misdirection.massive).",
+    )
+    massive_share: list[float | None] = Field(
+        default_factory=list, description="Per layer, the share of ‖d‖² in the massive dimensions."
+    )
+    split_half_without_massive: list[float | None] = Field(default_factory=list)
+    plan: SetSizePlan | None = Field(
+        None, description="Answers per set for a target reliability (without massive dimensions)."
     )
     warning: str | None = None
 
     @classmethod
     def of(
-        cls, organism: str, path: str, directions: DirectionSet, warn_below: int
+        cls,
+        organism: str,
+        path: str,
+        directions: DirectionSet,
+        samples: DirectionSamples,
+        warn_below: int,
+        *,
+        layer: int | None = None,
+        target: float = 0.8,
+        seed: int = 0,
     ) -> DirectionSummary:
-        """From an extracted set's metadata; a warning when a set is smaller than ``warn_below``."""
+        """From an extracted set and its samples; ``layer`` (default the middle one) is planned."""
         meta = directions.metadata
-        n_mis, n_al = int(meta.get("n_misaligned", 0)), int(meta.get("n_aligned", 0))
+        n_mis, n_al = int(samples.misaligned.shape[0]), int(samples.aligned.shape[0])
+        dims = massive.find_massive(torch_cat(samples))
+        plain = [_finite(v) for v in meta.get("split_half") or []]
+        cleaned: list[float | None] = []
+        if min(n_mis, n_al) >= 2:
+            if not plain:  # a set made elsewhere: measure it here, as extraction does
+                plain = [_finite(v) for v in split_half(samples, seed=seed)]
+            lean = DirectionSamples(
+                massive.without(samples.misaligned, dims), massive.without(samples.aligned, dims)
+            )
+            cleaned = [_finite(v) for v in split_half(lean, seed=seed)]
+        at = directions.n_layers // 2 if layer is None else layer
         small = min(n_mis, n_al) < warn_below
         return cls(
             organism=organism,
@@ -305,7 +354,14 @@ class DirectionSummary(BaseModel):
             n_aligned=n_al,
             n_misaligned_available=meta.get("n_misaligned_available"),
             n_aligned_available=meta.get("n_aligned_available"),
-            split_half=[_finite(v) for v in meta.get("split_half") or []],
+            pooled_aligned=int(meta.get("pooled_aligned") or 0),
+            split_half=plain,
+            massive_dims=dims,
+            massive_share=massive.share(directions.directions, dims),
+            split_half_without_massive=cleaned,
+            plan=plan_set_sizes(
+                cleaned[at] if at < len(cleaned) else None, n_mis, n_al, at, target=target
+            ),
             warning=(
                 f"only {n_mis} misaligned and {n_al} aligned answers (fewer than warn_below="
                 f"{warn_below} in a set): this direction is mostly noise; read its cosines "
@@ -315,12 +371,28 @@ class DirectionSummary(BaseModel):
             ),
         )
 
-    def reliability_at(self, layer: int) -> float | None:
-        return self.split_half[layer] if 0 <= layer < len(self.split_half) else None
+    def reliability_at(self, layer: int, without_massive: bool = False) -> float | None:
+        values = self.split_half_without_massive if without_massive else self.split_half
+        return values[layer] if 0 <= layer < len(values) else None
 
-    def mean_reliability(self) -> float | None:
-        known = [v for v in self.split_half if v is not None]
+    def mean_reliability(self, without_massive: bool = False) -> float | None:
+        values = self.split_half_without_massive if without_massive else self.split_half
+        known = [v for v in values if v is not None]
         return sum(known) / len(known) if known else None
+
+    def massive_share_at(self, layer: int) -> float | None:
+        return self.massive_share[layer] if 0 <= layer < len(self.massive_share) else None
+
+    def dominated_at(self, layer: int) -> bool:
+        """True when massive dimensions hold most of the direction at ``layer``."""
+        value = self.massive_share_at(layer)
+        return value is not None and value > massive.DOMINATED_SHARE
+
+
+def torch_cat(samples: DirectionSamples) -> Any:
+    import torch
+
+    return torch.cat([samples.misaligned, samples.aligned])
 
 
 def _finite(value: Any) -> float | None:
@@ -346,3 +418,125 @@ def cosine_table(sets: Mapping[str, DirectionSet]) -> pd.DataFrame:
     df = pd.DataFrame(cols)
     df.index.name = "layer"
     return df
+
+
+# ----------------------------------------------------------------------------------------------
+# A cosine between two extracted directions, with its interval and its noise ceiling
+
+CEILING_NOTE = (
+    "ceiling = sqrt(reliability A x reliability B), the cosine two directions would show if their "
+    "true directions were identical, given the noise of each (split-half reliability, "
+    "Spearman-Brown corrected); intervals resample answers"
+)
+
+
+def _floats(values: Any) -> list[float | None]:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+
+
+class CosinePair(BaseModel):
+    """Per-layer cosine of two directions with its bootstrap interval and noise ceiling."""
+
+    a: str
+    b: str
+    per_layer: list[float | None]
+    low: list[float | None] = Field(default_factory=list)
+    high: list[float | None] = Field(default_factory=list)
+    ceiling: list[float | None] = Field(default_factory=list)
+    per_layer_without_massive: list[float | None] = Field(
+        default_factory=list, description="The cosine with either's massive dimensions set to 0."
+    )
+    ceiling_without_massive: list[float | None] = Field(default_factory=list)
+    massive_share_a: list[float | None] = Field(default_factory=list)
+    massive_share_b: list[float | None] = Field(default_factory=list)
+
+    @staticmethod
+    def _at(values: list[float | None], layer: int) -> float | None:
+        return values[layer] if 0 <= layer < len(values) else None
+
+    def at(self, layer: int) -> tuple[float | None, float | None, float | None, float | None]:
+        """(cosine, low, high, ceiling) at ``layer`` (None where unknown)."""
+        return (
+            self._at(self.per_layer, layer),
+            self._at(self.low, layer),
+            self._at(self.high, layer),
+            self._at(self.ceiling, layer),
+        )
+
+    def without_massive_at(self, layer: int) -> tuple[float | None, float | None]:
+        """(cosine, ceiling) at ``layer`` with the massive dimensions removed."""
+        return (
+            self._at(self.per_layer_without_massive, layer),
+            self._at(self.ceiling_without_massive, layer),
+        )
+
+    def dominated_at(self, layer: int) -> bool:
+        """True when massive dimensions hold most of either direction at ``layer``."""
+        return any(
+            (v := self._at(shares, layer)) is not None and v > massive.DOMINATED_SHARE
+            for shares in (self.massive_share_a, self.massive_share_b)
+        )
+
+    def mean(self) -> float | None:
+        known = [v for v in self.per_layer if v is not None]
+        return sum(known) / len(known) if known else None
+
+
+class CosineComparison(BaseModel):
+    """The cosines between every pair of a study's organisms' directions."""
+
+    organisms: list[str]
+    pairs: list[CosinePair] = Field(default_factory=list)
+    note: str = CEILING_NOTE
+    massive_rule: str = massive.RULE
+
+
+def _ceiling(a: list[float | None], b: list[float | None]) -> list[float | None]:
+    rel_a = np.asarray([np.nan if v is None else v for v in a], dtype=float)
+    rel_b = np.asarray([np.nan if v is None else v for v in b], dtype=float)
+    return _floats(ceiling(rel_a, rel_b)) if rel_a.shape == rel_b.shape and rel_a.size else []
+
+
+def compare_directions(
+    a: str,
+    b: str,
+    directions_a: DirectionSet,
+    directions_b: DirectionSet,
+    samples_a: DirectionSamples | None,
+    samples_b: DirectionSamples | None,
+    summary_a: DirectionSummary,
+    summary_b: DirectionSummary,
+    seed: int = 0,
+) -> CosinePair:
+    """The cosine of two direction sets per layer, with and without the massive dimensions of
+    either; the interval needs both sets' samples."""
+    low: list[float | None] = []
+    high: list[float | None] = []
+    if samples_a is not None and samples_b is not None:
+        _, lo, hi = bootstrap_cosine(samples_a, samples_b, seed=seed)
+        low, high = _floats(lo), _floats(hi)
+    dims = massive.union(summary_a.massive_dims, summary_b.massive_dims)
+    lean = (
+        _floats(
+            cosine_per_layer(
+                massive.without(directions_a.directions, dims),
+                massive.without(directions_b.directions, dims),
+            )
+        )
+        if dims
+        else []
+    )
+    return CosinePair(
+        a=a,
+        b=b,
+        per_layer=_floats(cosine_per_layer(directions_a, directions_b)),
+        low=low,
+        high=high,
+        ceiling=_ceiling(summary_a.split_half, summary_b.split_half),
+        per_layer_without_massive=lean,
+        ceiling_without_massive=_ceiling(
+            summary_a.split_half_without_massive, summary_b.split_half_without_massive
+        ),
+        massive_share_a=summary_a.massive_share,
+        massive_share_b=summary_b.massive_share,
+    )

@@ -20,6 +20,7 @@ extreme) / (K + 1), so K = 5 controls can give at best p = 0.17; the number is s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,11 +145,45 @@ def compare(
         mc_after=after.misaligned_coherent,
         mc_change=mc_change,
         reduction=_reduction(before.em, after.em, conf),
+        em_detectable=detectable_change(
+            before.em, after.em.n, conf, down=em_change.value is None or em_change.value <= 0
+        ),
         coherence_kept=kept,
         controls=comparison,
         verdict=code,
         verdict_text=text,
     )
+
+
+#: The power at which :func:`detectable_change` sizes an experiment.
+POWER = 0.8
+
+
+def detectable_change(
+    before: Share, n_after: int, confidence: float = 0.95, *, down: bool = True
+) -> float | None:
+    """The smallest EM change (a fraction) that ``before``'s answers and ``n_after`` new ones
+    detect with :data:`POWER` power, two-sided at ``confidence`` (normal approximation for two
+    proportions, the before share taken as measured). ``down``: a fall (else a rise) of EM.
+    None when no change of that sign can be detected with these counts.
+    """
+    from scipy.stats import norm
+
+    p0 = before.value
+    n0 = before.n
+    if p0 is None or n0 < 1 or n_after < 1:
+        return None
+    z = float(norm.ppf(1 - (1 - confidence) / 2) + norm.ppf(POWER))
+    room = p0 if down else 1 - p0
+    for step in range(1, 1001):
+        delta = step / 1000
+        if delta > room + 1e-12:
+            return None
+        p1 = p0 - delta if down else p0 + delta
+        se = math.sqrt(p0 * (1 - p0) / n0 + p1 * (1 - p1) / n_after)
+        if se > 0 and delta / se >= z:
+            return -delta if down else delta
+    return None
 
 
 def _verdict(

@@ -296,8 +296,11 @@ class Engine:
         organism: str | None,
         intervention: Any,
         samples_per_paraphrase: int | None,
+        seed_offset: int = 0,
     ) -> Stage:
-        """Sample (or reuse) the answers of one condition; resumable chunk by chunk."""
+        """Sample (or reuse) the answers of one condition; resumable chunk by chunk.
+
+        ``seed_offset``: a different draw of the same condition (more answers for extraction)."""
         from misdirection.sample import write_answers
 
         s = self.sampling
@@ -311,7 +314,7 @@ class Engine:
                 "n": n,
                 "max_new_tokens": s.max_new_tokens,
                 "temperature": s.temperature,
-                "seed": s.seed,
+                "seed": s.seed + seed_offset,
                 **self.backend.identity(),
             },
         )
@@ -332,7 +335,7 @@ class Engine:
                     group,
                     n,
                     max_new_tokens=s.max_new_tokens,
-                    seed=s.seed,
+                    seed=s.seed + seed_offset,
                     batch_size=s.batch_size,
                     temperature=s.temperature,
                     intervention=intervention,
@@ -392,10 +395,13 @@ class Engine:
         organism: str | None = None,
         intervention: Any = None,
         samples_per_paraphrase: int | None = None,
+        seed_offset: int = 0,
     ) -> ConditionResult:
         """Sample, judge and summarise one condition (each stage reused when cached)."""
         self.check(intervention, organism)
-        sampled = self.sample_stage(name, organism, intervention, samples_per_paraphrase)
+        sampled = self.sample_stage(
+            name, organism, intervention, samples_per_paraphrase, seed_offset
+        )
         judged = self.judge_stage(name, sampled)
         path = judged.dir / "judged.parquet"
         table = pd.read_parquet(path)

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from misdirection.direction_set import cosine_per_layer, mean_diff
+from misdirection.direction_set import mean_diff
 from misdirection.errors import ConfigError, DataError, ShapeError
 
 SAMPLES_FORMAT = "misdirection.direction-samples/1"
@@ -246,80 +246,61 @@ def bootstrap_cosine(
 
 
 # ----------------------------------------------------------------------------------------------
-# A cosine between two extracted directions, with its interval and its noise ceiling
-
-CEILING_NOTE = (
-    "ceiling = sqrt(reliability A x reliability B), the cosine two directions would show if their "
-    "true directions were identical, given the noise of each (split-half reliability, "
-    "Spearman-Brown corrected); intervals resample answers"
-)
+# How many answers a direction needs
 
 
-def _floats(values: Any) -> list[float | None]:
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+class SetSizePlan(BaseModel):
+    """How many answers per set would bring a direction's reliability to ``target`` at ``layer``.
 
+    Spearman-Brown prophecy: scaling both sets by ``k`` divides the noise by ``k``, so a
+    reliability ``r`` becomes ``k r / (1 + (k - 1) r)``; solved for the target,
+    ``k = target (1 - r) / (r (1 - target))``. Undefined when ``r <= 0`` (no signal measured).
+    """
 
-class CosinePair(BaseModel):
-    """Per-layer cosine of two directions with its bootstrap interval and noise ceiling."""
+    layer: int
+    reliability: float | None
+    target: float
+    n_misaligned: int
+    n_aligned: int
+    factor: float | None
+    n_misaligned_needed: int | None
+    n_aligned_needed: int | None
 
-    a: str
-    b: str
-    per_layer: list[float | None]
-    low: list[float | None] = Field(default_factory=list)
-    high: list[float | None] = Field(default_factory=list)
-    ceiling: list[float | None] = Field(default_factory=list)
-
-    @staticmethod
-    def _at(values: list[float | None], layer: int) -> float | None:
-        return values[layer] if 0 <= layer < len(values) else None
-
-    def at(self, layer: int) -> tuple[float | None, float | None, float | None, float | None]:
-        """(cosine, low, high, ceiling) at ``layer`` (None where unknown)."""
+    def text(self) -> str:
+        here = f"{self.n_misaligned} misaligned and {self.n_aligned} aligned answers"
+        if self.reliability is None or self.factor is None:
+            return (
+                f"layer {self.layer}: reliability {self.reliability if self.reliability is None else f'{self.reliability:.2f}'} "
+                f"from {here}: no signal measured, so no set size can be planned from it"
+            )
+        if self.factor <= 1:
+            return f"layer {self.layer}: reliability {self.reliability:.2f} from {here} reaches the target {self.target:g}"
         return (
-            self._at(self.per_layer, layer),
-            self._at(self.low, layer),
-            self._at(self.high, layer),
-            self._at(self.ceiling, layer),
+            f"layer {self.layer}: reliability {self.reliability:.2f} from {here}; about "
+            f"{self.n_misaligned_needed} misaligned and {self.n_aligned_needed} aligned answers "
+            f"({self.factor:.1f}x) would reach {self.target:g} (Spearman-Brown)"
         )
 
-    def mean(self) -> float | None:
-        known = [v for v in self.per_layer if v is not None]
-        return sum(known) / len(known) if known else None
 
-
-class CosineComparison(BaseModel):
-    """The cosines between every pair of a study's organisms' directions."""
-
-    organisms: list[str]
-    pairs: list[CosinePair] = Field(default_factory=list)
-    note: str = CEILING_NOTE
-
-
-def compare_directions(
-    a: str,
-    b: str,
-    directions_a: Any,
-    directions_b: Any,
-    samples_a: DirectionSamples | None,
-    samples_b: DirectionSamples | None,
-    reliability_a: list[float | None],
-    reliability_b: list[float | None],
-    seed: int = 0,
-) -> CosinePair:
-    """The cosine of two direction sets per layer; the interval needs both sets' samples."""
-    low: list[float | None] = []
-    high: list[float | None] = []
-    if samples_a is not None and samples_b is not None:
-        _, lo, hi = bootstrap_cosine(samples_a, samples_b, seed=seed)
-        low, high = _floats(lo), _floats(hi)
-    rel_a = np.asarray([np.nan if v is None else v for v in reliability_a], dtype=float)
-    rel_b = np.asarray([np.nan if v is None else v for v in reliability_b], dtype=float)
-    ceil = _floats(ceiling(rel_a, rel_b)) if rel_a.shape == rel_b.shape and rel_a.size else []
-    return CosinePair(
-        a=a,
-        b=b,
-        per_layer=_floats(cosine_per_layer(directions_a, directions_b)),
-        low=low,
-        high=high,
-        ceiling=ceil,
+def plan_set_sizes(
+    reliability: float | None, n_misaligned: int, n_aligned: int, layer: int, target: float = 0.8
+) -> SetSizePlan:
+    """The set sizes that would reach ``target`` reliability (see :class:`SetSizePlan`)."""
+    if not 0 < target < 1:
+        raise ConfigError(f"target reliability must be in (0, 1), got {target}")
+    factor = None
+    if reliability is not None and np.isfinite(reliability) and reliability > 0:
+        r = min(float(reliability), 0.999999)
+        factor = max(1.0, target * (1 - r) / (r * (1 - target)))
+    return SetSizePlan(
+        layer=layer,
+        reliability=None if reliability is None else float(reliability),
+        target=target,
+        n_misaligned=n_misaligned,
+        n_aligned=n_aligned,
+        factor=factor,
+        n_misaligned_needed=None
+        if factor is None
+        else int(np.ceil(round(factor * n_misaligned, 6))),
+        n_aligned_needed=None if factor is None else int(np.ceil(round(factor * n_aligned, 6))),
     )

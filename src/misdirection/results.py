@@ -13,10 +13,25 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ConditionKind = Literal[
-    "base", "organism", "steer", "ablate", "control", "adapter-scaling", "ablate-b", "evaluate"
+    "base",
+    "organism",
+    "steer",
+    "ablate",
+    "control",
+    "adapter-scaling",
+    "ablate-b",
+    "evaluate",
+    "extract",  # more answers of a base or organism, drawn for extraction only
 ]
 EffectKind = Literal[
-    "steer", "ablate", "transfer", "adapter-scaling", "ablate-b", "intervention", "defence"
+    "organism",  # an organism against the base model: what fine-tuning did
+    "steer",
+    "ablate",
+    "transfer",
+    "adapter-scaling",
+    "ablate-b",
+    "intervention",
+    "defence",
 ]
 VerdictCode = Literal[
     "removed",  # EM fell beyond its interval and coherence was kept
@@ -153,6 +168,13 @@ class Effect(BaseModel):
     mc_after: Share
     mc_change: Change
     reduction: Reduction
+    em_detectable: float | None = Field(
+        None,
+        description=(
+            "The smallest EM change (fraction, signed as the observed change) these answer counts "
+            "detect with 80% power (effects.detectable_change); None: none of that sign."
+        ),
+    )
     coherence_kept: bool | None
     controls: ControlComparison | None = None
     verdict: VerdictCode
@@ -364,6 +386,7 @@ EFFECT_COLUMNS = (
     "coherent change",
     "misaligned among coherent",
     "% reduction [CI]",
+    "smallest detectable EM change",
     "random controls",
     "verdict",
 )
@@ -374,6 +397,13 @@ def _reduction_cell(e: Effect) -> str:
     if e.em_change.value is not None and e.em_change.value > 0:
         return "n/a (EM rose)"
     return reduction_text(e.reduction)
+
+
+def detectable_text(e: Effect) -> str:
+    """``-8.2 pts`` (80% power), or why no change of that sign can be detected."""
+    if e.em_detectable is None:
+        return "none detectable at these n"
+    return f"{100 * e.em_detectable:+.1f} pts (80% power)"
 
 
 def effect_cells(e: Effect) -> list[str]:
@@ -388,6 +418,7 @@ def effect_cells(e: Effect) -> list[str]:
         points(e.coherent_change),
         f"{pct(e.mc_before)} -> {pct(e.mc_after)}",
         _reduction_cell(e),
+        detectable_text(e),
         controls_text(e.controls, e.kind),
         f"{e.verdict}: {e.verdict_text}",
     ]
@@ -410,6 +441,7 @@ def effect_rows(e: Effect) -> list[tuple[str, str, str, str]]:
             points(e.mc_change),
         ),
         ("% reduction of EM", "", "", _reduction_cell(e)),
+        ("smallest detectable EM change", "", "", detectable_text(e)),
     ]
 
 

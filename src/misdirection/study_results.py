@@ -11,10 +11,9 @@ from typing import Any
 
 from pydantic import Field
 
-from misdirection.directions import DirectionSummary
+from misdirection.directions import CosineComparison, DirectionSummary
 from misdirection.geometry.summary import GeometrySummary
 from misdirection.lora.reading import LoraReading
-from misdirection.reliability import CosineComparison
 from misdirection.results import Example, Results
 from misdirection.train.summary import TrainingRun
 from misdirection.training_time.stage import DefenceStageResult

@@ -253,11 +253,37 @@ def _write(ds: Any, out: Path, samples: Any = None) -> None:
         "norm (min / max at layer)",
         f"{float(norms.min()):.3g} / {float(norms.max()):.3g} at {peak}",
     )
+    if "n_aligned_available" in meta:
+        table.add_row(
+            "qualified before balancing",
+            f"{meta.get('n_misaligned_available')} misaligned, "
+            f"{meta.get('n_aligned_available')} aligned",
+        )
     if "split_half" in meta:
         table.add_row("split-half reliability", _reliability_text(meta["split_half"]))
+    if samples is not None and min(samples.misaligned.shape[0], samples.aligned.shape[0]) >= 2:
+        from misdirection import massive
+        from misdirection.directions import DirectionSummary
+
+        summary = DirectionSummary.of("", str(path), ds, samples, warn_below=0)
+        mid = ds.n_layers // 2
+        table.add_row(
+            "without massive dimensions",
+            _reliability_text(summary.split_half_without_massive),
+        )
+        table.add_row(
+            f"massive dimensions at layer {mid}",
+            f"{summary.massive_dims[mid]} hold "
+            f"{100 * (summary.massive_share_at(mid) or 0):.0f}% of the squared norm",
+        )
+        if summary.plan is not None:
+            table.add_row("answers needed", summary.plan.text())
+        Console().print(table)
+        Console().print(f"[dim]{massive.RULE}; the plan uses the reliability without them.[/]")
+    else:
+        Console().print(table)
     if samples_file is not None:
-        table.add_row("samples", str(samples_file))
-    Console().print(table)
+        Console().print(f"samples: {samples_file}")
 
 
 def _reliability_text(reliability: list[float | None] | None, shown: int = 5) -> str:

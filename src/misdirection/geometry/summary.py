@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from misdirection.reliability import compare_directions
+from misdirection.directions import compare_directions
 
 
 class BaseCeiling(BaseModel):
@@ -20,6 +20,11 @@ class BaseCeiling(BaseModel):
     low: float | None = None
     high: float | None = None
     ceiling: float | None = None
+    cosine_without_massive: float | None = None
+    ceiling_without_massive: float | None = None
+    dominated: bool = Field(
+        False, description="Massive dimensions hold most of either direction at this layer."
+    )
 
 
 class GeometrySummary(BaseModel):
@@ -32,7 +37,14 @@ class GeometrySummary(BaseModel):
     markdown: str = Field(
         "", description="The suite's own summary without its title and figure links."
     )
+    markdown_without_massive: str = Field(
+        "", description="The same summary with every direction's massive dimensions set to 0."
+    )
     base_ceilings: list[BaseCeiling] = Field(default_factory=list)
+    massive_share: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Each direction's share of squared norm in massive dimensions at the layer.",
+    )
 
 
 def base_ceilings(
@@ -59,11 +71,12 @@ def base_ceilings(
             base.directions,
             d.samples,
             base.samples,
-            d.summary.split_half,
-            base.summary.split_half,
+            d.summary,
+            base.summary,
             seed=seed,
         )
         cos, low, high, ceil = pair.at(layer)
+        lean_cos, lean_ceil = pair.without_massive_at(layer)
         rows.append(
             BaseCeiling(
                 vector=name,
@@ -73,6 +86,9 @@ def base_ceilings(
                 low=low,
                 high=high,
                 ceiling=ceil,
+                cosine_without_massive=lean_cos,
+                ceiling_without_massive=lean_ceil,
+                dominated=pair.dominated_at(layer),
             )
         )
     return rows

@@ -300,6 +300,38 @@ def cosine_figure(results: StudyResults, out: Path) -> Path | None:
     return save_figure(fig, out, dpi=110)
 
 
+def reliability_figure(results: StudyResults, out: Path) -> Path | None:
+    """Split-half reliability per layer of every direction, with and without massive dimensions.
+
+    A reliability carried by a model's few massive dimensions (dashed line far below the solid
+    one) is theirs, not the direction's.
+    """
+    directions = [d for d in results.directions if d.split_half]
+    if not directions:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.4))
+    for d in directions:
+        layers = list(range(len(d.split_half)))
+        line = ax.plot(layers, [_at(d.split_half, i) for i in layers], marker=".", label=d.organism)
+        if d.split_half_without_massive:
+            ax.plot(
+                layers,
+                [_at(d.split_half_without_massive, i) for i in layers],
+                linestyle="--",
+                color=line[0].get_color(),
+                label=f"{d.organism} without massive dimensions",
+            )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(-1, 1)
+    ax.set_xlabel("layer (output of decoder block, 0-based)")
+    ax.set_ylabel("split-half reliability (Spearman-Brown)")
+    ax.set_title("Reliability of each direction per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out, dpi=110)
+
+
 def effects_of(results: StudyResults, kind: EffectKind) -> list[Effect]:
     return [e for e in results.effects if e.kind == kind]
 
@@ -314,6 +346,7 @@ def draw_all(results: StudyResults, folder: Path, titles: dict[EffectKind, str])
         "conditions": conditions_figure(results, folder / "conditions.png"),
         "training": training_losses(results, folder / "training.png"),
         "cosine": cosine_figure(results, folder / "cosine.png"),
+        "reliability": reliability_figure(results, folder / "reliability.png"),
     }
     for kind, title in titles.items():
         effects = effects_of(results, kind)

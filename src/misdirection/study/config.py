@@ -105,6 +105,28 @@ class ExtractSpec(BaseModel):
         20, ge=1, description="Warn (in the report) when a set has fewer answers than this."
     )
     balance: bool = True
+    target_per_set: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Sample more answers for extraction (rounds over the questions with new seeds) until "
+            "each set has at least this many answers, or max_answers is reached."
+        ),
+    )
+    max_answers: int = Field(
+        400, ge=1, description="The cap on answers sampled per organism for extraction."
+    )
+    pool_aligned: bool = Field(
+        False,
+        description=(
+            "Pool aligned answers (aligned and coherent) of the study's base model and other "
+            "organisms into the aligned set, read through this organism's model (as the reference "
+            "code pools every response file)."
+        ),
+    )
+    target_reliability: float = Field(
+        0.8, gt=0, lt=1, description="The reliability the set-size planner aims at."
+    )
     aligned_above: float = ALIGNED_ABOVE
     misaligned_below: float = ALIGNED_BELOW
     coherent_above: float = COHERENT_ABOVE

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 from rich.console import Console
 
-from misdirection.directions import DirectionSummary
+from misdirection.directions import CosineComparison, DirectionSummary, compare_directions
 from misdirection.engine import Engine, SamplingSettings
 from misdirection.errors import ConfigError, MisdirectionError
 from misdirection.evaluate import ablation_effects, intervention_effect, steer_effects
@@ -37,7 +38,7 @@ from misdirection.lora.reading import BCosine, LoraReading
 from misdirection.metrics import Thresholds
 from misdirection.models import LoadedModel, load_model, looks_like_hub_id
 from misdirection.provenance import library_versions
-from misdirection.reliability import CosineComparison, compare_directions, samples_path
+from misdirection.reliability import samples_path
 from misdirection.results import ConditionResult, Effect, EffectPolicy, JudgeInfo
 from misdirection.store import RunStore, stable_hash
 from misdirection.study.config import StudyConfig, validate_against_model
@@ -227,20 +228,19 @@ class StudyRunner:
         spec = self.config.extract
         assert spec is not None
         name = organism or "base"
-        judged = self.condition(name)
+        thresholds = SetThresholds(
+            aligned_above=spec.aligned_above,
+            misaligned_below=spec.misaligned_below,
+            coherent_above=spec.coherent_above,
+        )
+        table, keys = self._extraction_answers(organism, thresholds)
         stage = self.store.stage(
             f"extract/{name}",
-            {"judged": judged.key, "settings": spec.model_dump(), "seed": self.config.seed},
+            {"judged": keys, "settings": spec.model_dump(), "seed": self.config.seed},
         )
         path = stage.dir / "directions.safetensors"
         if not stage.done:
             stage.start()
-            table = self.engine.table(judged)
-            thresholds = SetThresholds(
-                aligned_above=spec.aligned_above,
-                misaligned_below=spec.misaligned_below,
-                coherent_above=spec.coherent_above,
-            )
             self.log(f"extracting the mean-diff direction of {name}")
             try:
                 with self.engine.model_for(organism) as lm, warnings.catch_warnings():
@@ -252,7 +252,10 @@ class StudyRunner:
                         balance=spec.balance,
                         min_per_set=spec.min_per_set,
                         seed=self.config.seed,
-                        source=self.store.root / judged.table,
+                        # One judged file is hashed whole; pooled rounds by their selected rows.
+                        source=(
+                            self.store.root / self.condition(name).table if len(keys) == 1 else None
+                        ),
                         progress=self.progress,
                     )
                 ds.save(path)
@@ -269,12 +272,76 @@ class StudyRunner:
         ds = DirectionSet.load(path)
         samples = DirectionSamples.load(samples_path(path))
         rel = str(path.relative_to(self.store.root))
-        summary = DirectionSummary.of(name, rel, ds, spec.warn_below)
+        summary = DirectionSummary.of(
+            name, rel, ds, samples, spec.warn_below, seed=self.config.seed
+        )
         direction = Direction(ds, stage.key, samples, summary)
         if organism is None:
             self.state.base_direction = direction
         else:
             self.state.directions[organism] = direction
+
+    def _extraction_answers(
+        self, organism: str | None, thresholds: Any
+    ) -> tuple[pd.DataFrame, list[str]]:
+        """The judged answers a direction is extracted from, and the keys that identify them.
+
+        The condition's own answers; with ``target_per_set``, more rounds of the same condition
+        (new seeds) until each set is large enough or ``max_answers`` is reached; with
+        ``pool_aligned``, the aligned answers of the base model and the other organisms (read
+        through this organism's model at capture; their ``pooled_from`` says where they came from).
+        """
+        from misdirection.directions import select_sets
+
+        spec = self.config.extract
+        assert spec is not None
+        name = organism or "base"
+        own = self.condition(name)
+        tables = [self.engine.table(own)]
+        keys = [own.key]
+        pooled = []
+        if spec.pool_aligned:
+            for other in self.engine.results.values():
+                if other.kind not in ("base", "organism") or other.name == name:
+                    continue
+                df = self.engine.table(other)
+                rows = select_sets(df, thresholds).aligned
+                pooled.append(
+                    df.iloc[rows].assign(
+                        pooled_from=other.name,
+                        answer_id=lambda d, o=other.name: d["answer_id"].astype(str) + f"~{o}",
+                    )
+                )
+                keys.append(other.key)
+        pool = pd.concat(pooled, ignore_index=True) if pooled else None
+        round_ = 0
+        while spec.target_per_set is not None:
+            sel = select_sets(pd.concat(tables, ignore_index=True), thresholds)
+            n_aligned = sel.n_aligned_available + (0 if pool is None else len(pool))
+            answers = sum(len(t) for t in tables)
+            if min(n_aligned, sel.n_misaligned_available) >= spec.target_per_set:
+                break
+            if answers >= spec.max_answers:
+                self.state.notes.append(
+                    f"Extraction for {name} stopped at the cap of {spec.max_answers} answers with "
+                    f"{sel.n_misaligned_available} misaligned and {n_aligned} aligned answers "
+                    f"(target {spec.target_per_set} per set)."
+                )
+                break
+            round_ += 1
+            extra = self.engine.run(
+                f"{name}~extract-{round_}", "extract", organism=organism, seed_offset=round_
+            )
+            # The same answer ids come back with each seed: keep them apart.
+            tables.append(
+                self.engine.table(extra).assign(
+                    answer_id=lambda df, r=round_: df["answer_id"].astype(str) + f"~r{r}"
+                )
+            )
+            keys.append(extra.key)
+        if pool is not None:
+            tables.append(pool)
+        return pd.concat(tables, ignore_index=True), keys
 
     # ------------------------------------------------------------------ analyses
     def run_steering(self) -> None:
@@ -355,8 +422,8 @@ class StudyRunner:
                         db.directions,
                         da.samples,
                         db.samples,
-                        da.summary.split_half,
-                        db.summary.split_half,
+                        da.summary,
+                        db.summary,
                         seed=self.config.seed,
                     )
                     pairs.append(pair.model_dump(mode="json"))
@@ -474,39 +541,70 @@ class StudyRunner:
                 "layer": layer,
                 "null_draws": spec.null_draws,
                 "seed": self.config.seed,
-                "format": 2,  # the stage stores a GeometrySummary
+                "format": 3,  # the stage stores a GeometrySummary, with and without massive dims
             },
         )
         if not stage.done:
             stage.start()
-            directions = self.state.directions
-            vectors = {name: d.directions.layer(layer).numpy() for name, d in directions.items()}
-            self.log(f"geometry of {len(vectors)} directions at layer {layer}")
-            suite = run_suite(
-                vectors,
-                out_dir=stage.dir,
-                n_null=spec.null_draws,
-                seed=self.config.seed,
-                layers={name: layer for name in vectors},
-                layer_stacks={
-                    name: d.directions.directions.numpy() for name, d in directions.items()
-                },
-                # Figure 3: each direction against the base model's own, grouped by procedure.
-                base_vectors=(
-                    None
-                    if base is None
-                    else {name: base.directions.directions.numpy() for name in vectors}
-                ),
-                groups=groups if base is not None else None,
-                thresholds=self.thresholds,
-            )
-            figures = sorted(
-                str(p.relative_to(self.store.root)) for p in stage.dir.glob("**/*.png")
-            )
+            from misdirection import massive
             from misdirection.geometry.report import markdown_summary
 
+            directions = self.state.directions
+            # Every direction's massive dimensions (and the base's) zeroed in every stack: the
+            # suite runs twice, on the raw directions and on these.
+            dims: list[list[int]] = []
+            for d in [*directions.values(), *([base] if base is not None else [])]:
+                dims = massive.union(dims, d.summary.massive_dims)
+
+            def stacks(lean: bool) -> dict[str, Any]:
+                return {
+                    name: (
+                        massive.without(d.directions.directions, dims)
+                        if lean
+                        else d.directions.directions
+                    ).numpy()
+                    for name, d in directions.items()
+                }
+
+            markdown: dict[bool, str] = {}
+            for lean in (False, True):
+                layer_stacks = stacks(lean)
+                base_stack = None
+                if base is not None:
+                    raw = base.directions.directions
+                    base_stack = (massive.without(raw, dims) if lean else raw).numpy()
+                self.log(
+                    f"geometry of {len(layer_stacks)} directions at layer {layer}"
+                    + (" without massive dimensions" if lean else "")
+                )
+                suite = run_suite(
+                    {name: stack[layer] for name, stack in layer_stacks.items()},
+                    out_dir=stage.dir / "without-massive" if lean else stage.dir,
+                    n_null=spec.null_draws,
+                    seed=self.config.seed,
+                    layers={name: layer for name in layer_stacks},
+                    layer_stacks=layer_stacks,
+                    # Figure 3: each direction against the base model's own, grouped by procedure.
+                    base_vectors=(
+                        None if base_stack is None else {name: base_stack for name in layer_stacks}
+                    ),
+                    groups=groups if base is not None else None,
+                    thresholds=self.thresholds,
+                )
+                markdown[lean] = markdown_summary(suite, body_only=True)
+            figures = sorted(
+                str(p.relative_to(self.store.root))
+                for p in stage.dir.glob("**/*.png")
+                if "without-massive" not in p.parts
+            )
             summary = GeometrySummary(
-                layer=layer, figures=figures, markdown=markdown_summary(suite, body_only=True)
+                layer=layer,
+                figures=figures,
+                markdown=markdown[False],
+                markdown_without_massive=markdown[True],
+                massive_share={
+                    name: d.summary.massive_share_at(layer) for name, d in directions.items()
+                },
             )
             stage.finish(summary.model_dump(mode="json"))
         result = GeometrySummary.model_validate(stage.result())
@@ -549,9 +647,19 @@ class StudyRunner:
         )
         self.check()
         self.train_all()
-        self.engine.run("base", "base")
+        base = self.engine.run("base", "base")
         for org in config.organisms:
-            self.engine.run(org.name, "organism", organism=org.name)
+            tuned = self.engine.run(org.name, "organism", organism=org.name)
+            # What fine-tuning did: the organism against the base model, coherence beside EM.
+            self.state.effects.append(
+                self.engine.effect(
+                    base,
+                    tuned,
+                    name=f"{org.name} vs base",
+                    kind="organism",
+                    settings={"organism": org.name},
+                )
+            )
         if config.extract:
             if config.extract.base:
                 self.extract(None)
