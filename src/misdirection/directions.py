@@ -335,7 +335,7 @@ class DirectionSummary(BaseModel):
         """From an extracted set and its samples; ``layer`` (default the middle one) is planned."""
         meta = directions.metadata
         n_mis, n_al = int(samples.misaligned.shape[0]), int(samples.aligned.shape[0])
-        dims = massive.find_massive(torch_cat(samples))
+        dims = massive.find_massive(_all_activations(samples))
         plain = [_finite(v) for v in meta.get("split_half") or []]
         cleaned: list[float | None] = []
         if min(n_mis, n_al) >= 2:
@@ -389,7 +389,7 @@ class DirectionSummary(BaseModel):
         return value is not None and value > massive.DOMINATED_SHARE
 
 
-def torch_cat(samples: DirectionSamples) -> Any:
+def _all_activations(samples: DirectionSamples) -> Any:
     import torch
 
     return torch.cat([samples.misaligned, samples.aligned])

@@ -25,12 +25,19 @@ def print_summary(results_path: Path) -> None:
         "EM [95% CI]",
         "coherent [95% CI]",
         "misaligned among coherent",
+        "misaligned, coherent or not",
     ):
         table.add_column(column)
     for c in results.conditions:
         if c.kind in ("base", "organism"):
             table.add_row(
-                c.name, c.kind, str(c.n), pct(c.em), pct(c.coherent), pct(c.misaligned_coherent)
+                c.name,
+                c.kind,
+                str(c.n),
+                pct(c.em),
+                pct(c.coherent),
+                pct(c.misaligned_coherent),
+                pct(c.misaligned),
             )
     console = Console()
     console.print(table)
