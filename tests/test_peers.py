@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import itertools
 import os
 import warnings
 
@@ -144,10 +145,12 @@ def test_repeng_control_model_equals_our_steer(tiny_lm):
 # Agreement required between llama.cpp and us on the change of next-token logits that a control
 # vector makes. Not exact, and the reason is measured beside it: llama.cpp computes on the Q4_1
 # weights with its own kernels (each matmul's activations quantised to 8 bits), we on their
-# dequantised copy in fp32, so even the unsteered logits differ (max |diff| ~0.5 of a spread ~30);
-# the change that steering makes is far larger than that. The figures measured on the embedded
-# model are in the README ("Peer tools as oracles").
-MIN_CORRELATION = 0.99
+# dequantised copy in fp32, so even the unsteered logits differ (max |diff| 0.6-0.8, norm of the
+# difference 55-78 over 49152 logits). The two changes differ by about as much (28-154), so the
+# weaker the push the lower the correlation: 0.978-0.9995 measured (README, "Peer tools as
+# oracles"). What tells a right layer from a wrong one is the last check: our same push one block
+# later agrees worse with llama.cpp in every case (0.63-0.98).
+MIN_CORRELATION = 0.97
 MIN_TOP10_OVERLAP = 8
 
 
@@ -282,11 +285,11 @@ def test_llama_cpp_applies_our_gguf_control_vector_as_we_steer(embedded_lm, tmp_
             out = lm.model(input_ids=ids, output_hidden_states=True)
         base_ours = out.logits[0, -1].float().numpy()
         base_llama = llama.next_token_logits(tokens, None)[:vocab]
-        for layer in (5, 15, 25):
-            # one direction at one layer, as long as the residual there (a strong push)
+        for layer, push in itertools.product((5, 15, 25), (0.25, 1.0)):
+            # one direction at one layer, `push` times as long as the residual there
             resid = out.hidden_states[layer + 1][0, -1]
             only = torch.zeros_like(ds.directions)
-            only[layer] = ds.directions[layer] * (float(resid.norm()) / 2.0)
+            only[layer] = ds.directions[layer] * (push * float(resid.norm()) / 2.0)
             path = tmp_path / f"layer{layer}.gguf"
             formats.write(only, {"model_type": "llama"}, path, "gguf")
             steered_llama = llama.next_token_logits(tokens, llama.load_control_vector(path))
@@ -302,19 +305,24 @@ def test_llama_cpp_applies_our_gguf_control_vector_as_we_steer(embedded_lm, tmp_
                 dict(
                     text=text,
                     layer=layer,
+                    push=push,
                     corr=float(np.corrcoef(d_ours, d_llama)[0, 1]),
                     corr_next=float(np.corrcoef(off_by_one, d_llama)[0, 1]),
                     top10=len(top),
                     change=float(np.linalg.norm(d_ours)),
                     base_diff=float(np.abs(base_ours - base_llama).max()),
+                    gap=float(np.linalg.norm(d_ours - d_llama)),
+                    base_gap=float(np.linalg.norm(base_ours - base_llama)),
                     base_corr=float(np.corrcoef(base_ours, base_llama)[0, 1]),
                 )
             )
     for r in rows:
         print(
-            f"llama.cpp vs ours, {r['text'][:20]!r} layer {r['layer']}: correlation of logit "
-            f"changes {r['corr']:.4f} (ours one block later: {r['corr_next']:.4f}), top-10 overlap {r['top10']}/10, change norm "
-            f"{r['change']:.3g}; unsteered max |diff| {r['base_diff']:.3g}, "
+            f"llama.cpp vs ours, {r['text'][:12]!r}.., layer {r['layer']}, push {r['push']}: "
+            f"correlation of logit changes {r['corr']:.4f} (ours one block later "
+            f"{r['corr_next']:.4f}), top-10 overlap {r['top10']}/10, change norm "
+            f"{r['change']:.3g}, |ours - llama.cpp| of the changes {r['gap']:.3g} vs unsteered "
+            f"{r['base_gap']:.3g}; unsteered: max |diff| {r['base_diff']:.3g}, "
             f"correlation {r['base_corr']:.5f}"
         )
     assert min(r["corr"] for r in rows) >= MIN_CORRELATION
