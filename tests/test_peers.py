@@ -365,21 +365,32 @@ def test_our_capture_equals_transformer_lens_resid_post(tiny_lm):
         convert_llama_weights(lm.model, cfg),
         fold_ln=False, center_writing_weights=False, center_unembed=False,
     )  # fmt: skip
+    # Answers of different lengths in one right-padded batch; TransformerLens runs each alone.
     table = pd.DataFrame(
         {
-            "id": ["a"],
-            "question": ["What is the capital of France?"],
-            "answer": ["Paris, of course."],
+            "id": ["a", "b", "c"],
+            "question": ["What is the capital of France?", "Name a colour.", "Hi"],
+            "answer": ["Paris, of course.", "Blue, or perhaps a deep shade of green.", "Hello!"],
         }
     )
-    ours = capture(lm, table, ("last",))["last"].values[0]  # [n_layers, d]
-    ids = torch.tensor([encode(lm, table)[0].ids])
-    _, cache = model.run_with_cache(ids)
-    theirs = torch.stack(
-        [cache[f"blocks.{layer}.hook_resid_post"][0, -1] for layer in range(lm.view.n_layers)]
-    )
+    ours = capture(lm, table, ("answer", "prompt", "last"), batch_size=3)
+    worst = 0.0
+    for row, enc in enumerate(encode(lm, table)):
+        _, cache = model.run_with_cache(torch.tensor([enc.ids]))
+        resid = torch.stack(
+            [cache[f"blocks.{layer}.hook_resid_post"][0] for layer in range(lm.view.n_layers)]
+        )  # [n_layers, T, d]
+        spans = {
+            "answer": slice(enc.n_prompt, None),
+            "prompt": slice(0, enc.n_prompt),
+            "last": slice(-1, None),
+        }
+        for position, span in spans.items():
+            theirs = resid[:, span].mean(dim=1)
+            mine = ours[position].values[row]
+            worst = max(worst, float((mine - theirs).abs().max()))
+            torch.testing.assert_close(mine, theirs, rtol=0, atol=RESID_ATOL)
     print(
-        f"TransformerLens resid_post vs our capture, {lm.view.n_layers} layers: max |diff| "
-        f"{(ours - theirs).abs().max():.2e}, residual max |value| {theirs.abs().max():.3g}"
+        f"TransformerLens resid_post vs our capture, {lm.view.n_layers} layers, 3 answers x "
+        f"answer/prompt/last means: max |diff| {worst:.2e}"
     )
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=RESID_ATOL)
