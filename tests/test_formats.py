@@ -7,6 +7,7 @@ same files in tests/test_peers.py.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from misdirection import formats
 from misdirection.cli import app
 from misdirection.conversion import convert
 from misdirection.directions import DirectionSet
-from misdirection.errors import ConfigError, DataError, LayerIndexError, ShapeError
+from misdirection.errors import (
+    ConfigError,
+    DataError,
+    LayerIndexError,
+    MisdirectionError,
+    ShapeError,
+)
 from misdirection.model_shape import check_fits, model_shape
 
 N_LAYERS, WIDTH = 6, 16
@@ -277,3 +284,63 @@ def test_convert_cli_asks_which_pt_format(ours, tmp_path):
         ],
     )
     assert result.exit_code == 0 and "lost:" in result.output and "n_aligned=40" in result.output
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Any attempt to load model weights fails the test: the checks read configs and headers."""
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("misdirection.models.load_model", refuse)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["{gguf_model}", "out.safetensors"], r"is a llama model with 30 blocks .* not a control"),
+        (["narrow.safetensors", "v.gguf", "-m", "{model}"], r"8 wide but model .* width 16"),
+        (["ours.safetensors", "v.gguf", "-l", "9", "-m", "{model}"], r"layer 9 is out of range"),
+        (["ours.safetensors", "v.gguf", "-l", "9"], r"layer 9 is out of range: it holds 6"),
+        (["x_response_avg_diff.pt", "o.safetensors"], r"\[n_layers \+ 1, d\] tensor .* \(4,\)"),
+        (
+            ["wide_response_avg_diff.pt", "o.safetensors", "-m", "{model}"],
+            r"holds 8 layers but model .* has 6",
+        ),
+    ],
+)
+def test_convert_cli_errors_are_one_sentence_before_any_model_loads(
+    ours, tmp_path, no_model_loads, args, says
+):
+    from misdirection.models import EMBEDDED_MODELS, _find_embedded_gguf
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = {"model_type": "llama", "num_hidden_layers": N_LAYERS, "hidden_size": WIDTH}
+    (folder / "config.json").write_text(json.dumps(config))
+    DirectionSet(torch.ones(N_LAYERS, 8), {}).save(tmp_path / "narrow.safetensors")
+    torch.save(torch.zeros(4), tmp_path / "x_response_avg_diff.pt")
+    torch.save(torch.ones(N_LAYERS + 3, WIDTH), tmp_path / "wide_response_avg_diff.pt")
+    gguf_model = str(_find_embedded_gguf(EMBEDDED_MODELS["smollm2-135m"]))
+    argv = [a.format(gguf_model=gguf_model, model=folder) for a in args]
+    argv = [a if a.startswith(("-", "/")) or a.isdigit() else str(tmp_path / a) for a in argv]
+    result = CliRunner().invoke(app, ["convert", *argv])
+    message = str(result.exception)
+    assert result.exit_code != 0 and isinstance(result.exception, MisdirectionError), result.output
+    assert re.search(says, message) and "\n" not in message.strip()
+
+
+def test_convert_cli_to_steering_vectors_and_back_with_defaults(ours, tmp_path):
+    runner = CliRunner()
+    src, sv = str(tmp_path / "ours.safetensors"), str(tmp_path / "sv.pt")
+    result = runner.invoke(app, ["convert", src, sv, "--to", "steering-vectors"])
+    assert result.exit_code == 0, result.output
+    assert "(steering-vectors, layers 0-5)" in result.output and "lost:" not in result.output
+    back = runner.invoke(app, ["convert", sv, str(tmp_path / "back.safetensors")])  # recognised
+    assert back.exit_code == 0 and "sv.pt (steering-vectors, layers 0-5)" in back.output
+    again = _read(tmp_path / "back.safetensors")  # values, layers and our metadata all kept
+    assert torch.equal(again.directions, ours.directions)
+    assert all(again.metadata[k] == v for k, v in META.items())

@@ -49,7 +49,8 @@ def from_control_vector(cv: Any, n_layers: int | None = None) -> LayerVectors:
                     f"the ControlVector names layer {layer}; give n_layers to resolve it"
                 )
             layer += n_layers
-        rows[layer] = torch.as_tensor(np.asarray(v, dtype=np.float32))
+        # a copy: repeng's arrays may be read-only, which torch warns about
+        rows[layer] = torch.from_numpy(np.array(v, dtype=np.float32))
     meta = {
         "method": NAME,
         "model_hint": cv.model_type,
