@@ -161,25 +161,6 @@ def judging(
     }
 
 
-def control_kind_for(kind: str, intervention: Any) -> str:
-    """Resolve ``auto``: variance-matched for an ablation whose direction has a samples file."""
-    from misdirection.errors import ConfigError
-    from misdirection.evaluate import _direction_part
-    from misdirection.reliability import samples_path
-
-    if kind not in ("auto", "isotropic", "variance-matched"):
-        raise ConfigError(
-            f"--control-kind must be auto, isotropic or variance-matched, got {kind!r}"
-        )
-    if kind != "auto":
-        return kind
-    part = _direction_part(intervention)
-    path = getattr(getattr(part, "directions", None), "path", None)
-    is_ablation = getattr(part, "kind", "") in ("ablate", "ablate-b")
-    has_samples = path is not None and samples_path(path).is_file()
-    return "variance-matched" if is_ablation and has_samples else "isotropic"
-
-
 def sampler_options(sampler: str, items: list[str]) -> dict[str, Any]:
     """The backend options of ``--sampler-option KEY=VALUE`` items, checked against ``sampler``.
 
