@@ -190,17 +190,6 @@ def register(app: typer.Typer) -> None:
         from misdirection.models import load_model
         from misdirection.results import effects_rich_table
 
-        backend, judged = judging(
-            judge,
-            device,
-            rubric,
-            rubrics_file,
-            aligned_below,
-            coherent_above,
-            question_prompts,
-            max_coherence_drop,
-        )
-        options = sampler_options(sampler, sampler_option)
         intervention, directional = build_intervention(
             steer=steer,
             layer=layer,
@@ -222,8 +211,10 @@ def register(app: typer.Typer) -> None:
                 "--source-layer": [] if source_layer is None else [source_layer],
             },
         )
-        if directional is not None:
-            check_fits(directional.directions.directions, model, str(steer or ablate))
+        for path, part in ((steer, "steer"), (ablate, "ablate")):
+            if path is not None:
+                found = [p for p in _leaves(intervention) if getattr(p, "kind", "") == part]
+                check_fits(found[0].directions.directions, model, str(path))
         if random_control and directional is None:
             raise ConfigError("--random-control needs exactly one of --steer or --ablate")
         kind = (
@@ -231,6 +222,18 @@ def register(app: typer.Typer) -> None:
             if directional is not None
             else "isotropic"
         )
+        # The judge (the default one takes seconds to build) after the cheap checks.
+        backend, judged = judging(
+            judge,
+            device,
+            rubric,
+            rubrics_file,
+            aligned_below,
+            coherent_above,
+            question_prompts,
+            max_coherence_drop,
+        )
+        options = sampler_options(sampler, sampler_option)
         question_set = load_questions(questions)
         lm = load_model(model, adapter=adapter or None, device=device)
         console = Console()
@@ -341,10 +344,24 @@ def register(app: typer.Typer) -> None:
             plot_sweep,
             steering_sweep,
         )
-        from misdirection.model_shape import check_fits
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.models import load_model
         from misdirection.results import effects_rich_table
 
+        layer_list = parse_layers(layers)
+        if isinstance(layer_list, str):
+            raise ConfigError("--layers for a sweep must list the layers, e.g. 10,15,20")
+        scale_list = parse_floats(scales, "--scales")
+        directions = DirectionSet.load(direction)  # a bad file fails before the model loads
+        shape = check_layers(
+            model,
+            {
+                "--layers": layer_list,
+                "--source-layer": [] if source_layer is None else [source_layer],
+            },
+        )
+        check_fits(directions.directions, model, str(direction), shape=shape)
+        # The judge (the default one takes seconds to build) after the cheap checks.
         backend, judged = judging(
             judge,
             device,
@@ -356,12 +373,6 @@ def register(app: typer.Typer) -> None:
             max_coherence_drop,
         )
         options = sampler_options(sampler, sampler_option)
-        layer_list = parse_layers(layers)
-        if isinstance(layer_list, str):
-            raise ConfigError("--layers for a sweep must list the layers, e.g. 10,15,20")
-        scale_list = parse_floats(scales, "--scales")
-        directions = DirectionSet.load(direction)  # a bad file fails before the model loads
-        check_fits(directions.directions, model, str(direction), layer_list)
         question_set = load_questions(questions)
         lm = load_model(model, adapter=adapter or None, device=device)
         results = steering_sweep(
@@ -391,6 +402,10 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(effects_rich_table(results.effects, title="steering sweep"))
         console.print(f"wrote {out / 'sweep.csv'} and {plot}")
+
+
+def _leaves(intervention: Any) -> list[Any]:
+    return list(getattr(intervention, "parts", [intervention]))
 
 
 def _label(lm: Any) -> str:

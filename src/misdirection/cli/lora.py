@@ -275,9 +275,14 @@ def register(app: typer.Typer) -> None:
             write_results,
         )
         from misdirection.lora import BVectorAblation
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.results import EffectPolicy, effects_rich_table
 
-        ds = DirectionSet.load(directions)  # a bad file fails before the model loads
+        ds = DirectionSet.load(directions)  # a bad file or layer fails before the model loads
+        shape = check_layers(
+            model, {"--source-layer": [] if source_layer is None else [source_layer]}
+        )
+        check_fits(ds.directions, model, str(directions), shape=shape)
         question_set = load_questions(questions)
         lm = _load(model, adapter, device, None)
         console = Console()
@@ -339,10 +344,14 @@ def register(app: typer.Typer) -> None:
 
         Both are compared with the base model (all adapters scaled to 0): per layer, the cosine between the residual changes they induce over the answer tokens.
         """
+        from misdirection.directions import DirectionSet
         from misdirection.interventions import Compose, Steer
         from misdirection.judge.scoring import read_table
         from misdirection.lora import AdapterScaling, downstream_convergence, plot_convergence
+        from misdirection.model_shape import check_fits
 
+        # A direction or layer that cannot fit fails before the model loads.
+        check_fits(DirectionSet.load(directions).directions, model, str(directions), [layer])
         lm = _load(model, adapter, device, None)
         table = read_table(answers).head(max_answers)
         off = AdapterScaling({"all": 0.0})

@@ -91,17 +91,22 @@ def register(app: typer.Typer) -> None:
 
         from misdirection.directions import DirectionSet
         from misdirection.layer_select import select_layer
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.models import load_model
 
         ds = DirectionSet.load(directions)
         scale_list = _numbers(scales, "--scales", float)
+        chosen: list[int] | None = None
+        if layers is not None and layers.strip().lower() != "all":
+            chosen = _numbers(layers, "--layers", int)
+        # A direction or layer that cannot fit fails before the model loads.
+        shape = check_layers(model, {"--layers": chosen or []})
+        check_fits(ds.directions, model, str(directions), shape=shape)
         lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         if layers is None:
             layer_list: list[int] | None = list(range(0, lm.view.n_layers, 3))
-        elif layers.strip().lower() == "all":
-            layer_list = None
         else:
-            layer_list = _numbers(layers, "--layers", int)
+            layer_list = chosen  # None: every layer
         judge_obj = None
         if judge:
             from misdirection.judge import get_judge

@@ -133,7 +133,10 @@ def register(app: typer.Typer) -> None:
             checkpoint_every=checkpoint_every,
         )  # fmt: skip
         get_recipe(recipe, **overrides)  # fail on a bad recipe/override before loading anything
+        from misdirection.model_shape import check_layers
         from misdirection.training_time.defence import training_interventions
+
+        check_layers(model, {"--layers": overrides["layers"] or []})
 
         interventions = training_interventions(model, ablate, steer, scale)
         eval_data = None

@@ -121,23 +121,12 @@ def register(app: typer.Typer) -> None:
 
         from misdirection.data.questions import load_questions
         from misdirection.directions import DirectionSet
-        from misdirection.evaluate import parse_layers, transfer
-        from misdirection.interventions import check_ablation_mode
+        from misdirection.evaluate import parse_layers, resolve_control_kind, transfer
+        from misdirection.interventions import Ablate, check_ablation_mode
         from misdirection.model_shape import check_fits, check_layers
         from misdirection.models import load_model
         from misdirection.results import effects_rich_table
 
-        backend, judged = judging(
-            judge,
-            device,
-            rubric,
-            rubrics_file,
-            aligned_below,
-            coherent_above,
-            question_prompts,
-            max_coherence_drop,
-        )
-        options = sampler_options(sampler, sampler_option)
         target_map = parse_targets(targets)
         modes = [check_ablation_mode(m, "--mode") for m in mode or ["layerwise", "single"]]
         layer_list = parse_layers(layers)
@@ -150,6 +139,19 @@ def register(app: typer.Typer) -> None:
             },
         )
         check_fits(ds.directions, model, str(direction), shape=shape)
+        control = resolve_control_kind(control_kind, Ablate(ds))  # "auto": the registered rule
+        # The judge (the default one takes seconds to build) after the cheap checks.
+        backend, judged = judging(
+            judge,
+            device,
+            rubric,
+            rubrics_file,
+            aligned_below,
+            coherent_above,
+            question_prompts,
+            max_coherence_drop,
+        )
+        options = sampler_options(sampler, sampler_option)
         question_set = load_questions(questions)
         base = load_model(model, device=device)
         results = transfer(
@@ -162,7 +164,7 @@ def register(app: typer.Typer) -> None:
             modes=modes,
             layers=layer_list,
             random_controls=random_control,
-            control_kind=control_kind,  # type: ignore[arg-type]  # transfer() checks it
+            control_kind=control,
             n=n,
             max_new_tokens=max_new_tokens,
             seed=seed,
