@@ -34,7 +34,10 @@ from misdirection.cli._shared import (
 from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
 
 NormalizeOpt = Annotated[
-    bool, typer.Option("--normalize", help="Steer with unit vectors (scale in residual units).")
+    bool,
+    typer.Option(
+        "--normalize", help="Steering: steer with unit vectors (scale in residual-norm units)."
+    ),
 ]
 
 
@@ -92,7 +95,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path,
             typer.Option(
-                "--out", "-o", help="Output folder: answers.parquet, summary.json, settings.json."
+                "--out",
+                "-o",
+                help="Output folder: results.json (conditions and effect), effects.csv, the "
+                "cached answers and scores.",
             ),
         ],
         model: ModelOpt = "smollm2-135m",
