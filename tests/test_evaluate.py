@@ -572,3 +572,21 @@ def test_cli_evaluate_old_option_names_still_work(cli):
     spec = Results.model_validate_json((out / "results.json").read_text()).conditions[1]
     assert spec.kind == "ablate" and spec.intervention is not None
     assert spec.intervention["layers"] == [1] and spec.intervention["source_layer"] == 2
+
+
+def test_evaluate_with_an_intervention_is_its_effect_beside_random_controls(lm, tmp_path):
+    steer = Steer(direction(), [1], 4.0)
+    ev = evaluate(
+        lm, QUESTIONS, HashJudge(), intervention=steer, controls=2, out=tmp_path, **SETTINGS
+    )
+    assert ev.effect is not None and ev.before is not None
+    assert ev.result.kind == "steer" and ev.before.result.name == "base"
+    assert ev.effect.kind == "intervention" and ev.effect.controls is not None
+    assert ev.effect.controls.kind == "isotropic"  # steering's registered control
+    assert ev.summary.em.count == ev.result.em.count and len(ev.table) == ev.result.n
+    written = Results.model_validate_json((tmp_path / "results.json").read_text())
+    assert written.effects == [ev.effect] and (tmp_path / "effects.csv").is_file()
+    # The same numbers as the effect computed step by step on a fresh engine.
+    engine = make_engine(lm, QUESTIONS, HashJudge(), out=tmp_path / "again", **SETTINGS)
+    again = intervention_effect(engine, steer, name="steer", kind="intervention", controls=2)
+    assert again.model_dump(exclude={"settings"}) == ev.effect.model_dump(exclude={"settings"})
