@@ -322,7 +322,7 @@ def test_cli_train_rejects_bad_directions_before_loading(planted_folder, planted
     assert "width 32" in str(result.exception) and "d_model = 64" in str(result.exception)
     good = planted_direction().save(tmp_path / "good.safetensors")
     result = CliRunner().invoke(app, [*base, "--ablate", f"{good}@7"])
-    assert isinstance(result.exception, ConfigError) and "out of range" in str(result.exception)
+    assert isinstance(result.exception, LayerIndexError) and "out of range" in str(result.exception)
     result = CliRunner().invoke(app, [*base, "--steer", str(good)])
     assert isinstance(result.exception, ConfigError) and "--scale" in str(result.exception)
     assert not (tmp_path / "o").exists()

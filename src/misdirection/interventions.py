@@ -46,10 +46,12 @@ from misdirection.intervention_registry import from_spec, register_intervention
 from misdirection.models import LAYER_CONVENTION, ModelView
 
 __all__ = [
+    "ABLATION_MODES",
     "Ablate",
     "Compose",
     "OrthogonalizeWeights",
     "Steer",
+    "check_ablation_mode",
     "from_spec",
     "orthogonalize_weights",
 ]
