@@ -88,3 +88,46 @@ def test_models_prints_the_layer_convention_whole() -> None:
     result = CliRunner().invoke(app, ["models", "smollm2-135m"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     assert "hidden_states[i + 1]" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["monitor", "{ckpt}", "--directions", "{d}", "--layer", "-1"], "--layer -1"),
+        (["screen", "--data", "bad-medical", "--directions", "{d}", "--layer", "-1"], "--layer -1"),
+        (["screen", "--data", "bad-medical", "--directions", "{d}", "--layer", "4"], "--layer 4"),
+        (["train", "--data", "bad-medical", "--out", "{tmp}/o", "--layers", "1,-1"], "--layers -1"),
+        (["train", "--data", "bad-medical", "--out", "{tmp}/o", "--ablate", "{d}@-1"], "-1"),
+        (["train", "--data", "bad-medical", "--out", "{tmp}/o", "--steer", "{d}@5", "--scale", "1"], "5"),
+        (["select-layer", "{d}", "--out", "{tmp}/o", "--layers", "0,-1"], "--layers -1"),
+        (["lora", "ablate-b", "{d}", "-a", "{ckpt}", "--out", "{tmp}/o", "--source-layer", "-1"], "--source-layer -1"),
+        (["lora", "converge", "{tmp}/a.csv", "-d", "{d}", "-a", "{ckpt}", "--layer", "-1"], "layer -1"),
+    ],
+)  # fmt: skip
+def test_every_verb_that_takes_a_layer_refuses_one_outside_the_model_before_it_loads(
+    tmp_path, monkeypatch, args, message
+):
+    import torch
+
+    import misdirection.model_shape
+    import misdirection.models
+    from misdirection.direction_set import DirectionSet
+    from misdirection.errors import LayerIndexError
+
+    def no(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(misdirection.models, "load_model", no)
+    monkeypatch.setattr(
+        misdirection.model_shape,
+        "model_shape",
+        lambda spec: misdirection.model_shape.ModelShape(4, 64, "a 4-layer test config"),
+    )
+    d = DirectionSet(torch.randn(4, 64)).save(tmp_path / "d.safetensors")
+    ckpt = tmp_path / "run"
+    ckpt.mkdir()
+    (ckpt / "adapter_config.json").write_text("{}")
+    line = [a.format(d=d, ckpt=ckpt, tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(app, line)
+    assert isinstance(result.exception, LayerIndexError | typer.BadParameter), result.output
+    assert message in str(result.exception) and "valid 0..3" in str(result.exception)

@@ -482,3 +482,111 @@ def test_cli_sweep_and_transfer_give_the_numbers_of_evaluate(cli):
         assert getattr(a, name) == getattr(b, name), name
     assert (a.verdict, a.verdict_text) == (b.verdict, b.verdict_text)
     assert a.controls.em_changes == b.controls.em_changes
+
+
+def _nothing_loads(monkeypatch):
+    """The model and the judge fail the test if anything tries to load them."""
+    import misdirection.cli._shared
+    import misdirection.models
+
+    def no(*a, **k):
+        raise AssertionError("nothing may load before the layers are checked")
+
+    monkeypatch.setattr(misdirection.models, "load_model", no)
+    monkeypatch.setattr(misdirection.cli._shared, "make_judge", no)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steer", "{d}", "--layer", "-1", "--scale", "1"], "--steer-layer -1 is out of range"),
+        (["--steer", "{d}", "--steer-layer", "4", "--scale", "1"], "--steer-layer 4 is out"),
+        (["--ablate", "{d}", "--ablate-layers", "0,-1"], "--ablate-layers -1 is out of range"),
+        (
+            ["--ablate", "{d}", "--ablate-mode", "single", "--source-layer", "-1"],
+            "--source-layer -1 is out of range",
+        ),
+    ],
+)
+def test_cli_evaluate_refuses_a_layer_outside_the_model_before_anything_loads(
+    cli, monkeypatch, no_sampling, args, message
+):
+    _nothing_loads(monkeypatch)
+    out = cli.tmp / "x"
+    result = cli("evaluate", "--out", str(out), *[a.format(d=cli.direction) for a in args])
+    assert isinstance(result.exception, LayerIndexError), result.output
+    assert message in str(result.exception) and "(valid 0..3)" in str(result.exception)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sweep", "--direction", "{d}", "--layers", "-1", "--scales", "1"], "--layers -1"),
+        (
+            [
+                "sweep",
+                "--direction",
+                "{d}",
+                "--layers",
+                "1",
+                "--scales",
+                "1",
+                "--source-layer",
+                "-2",
+            ],
+            "--source-layer -2",
+        ),
+        (["transfer", "--direction", "{d}", "--source-layer", "-1", "--target", "b="], "-1"),
+        (["transfer", "--direction", "{d}", "--source-layer", "4", "--target", "b="], "4"),
+    ],
+)
+def test_cli_sweep_and_transfer_refuse_negative_layers_before_anything_loads(
+    cli, monkeypatch, no_sampling, args, message
+):
+    _nothing_loads(monkeypatch)
+    out = cli.tmp / "x"
+    result = cli(*[a.format(d=cli.direction) for a in args], "--out", str(out))
+    assert isinstance(result.exception, LayerIndexError), result.output
+    assert f"{message} is out of range" in str(result.exception)
+    assert "(valid 0..3)" in str(result.exception)
+
+
+def test_cli_evaluate_help_says_which_intervention_each_layer_option_belongs_to():
+    from misdirection.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "240"})
+    text = " ".join(result.output.split())
+    assert "--steer-layer" in text and "Steering (--steer): layer to steer at" in text
+    assert "--ablate-layers" in text and "Ablation (--ablate): layers ablated" in text
+    assert "--ablate-mode" in text
+
+
+def test_cli_evaluate_old_option_names_still_work(cli):
+    out = cli.tmp / "old"
+    result = cli(
+        "evaluate", "--out", str(out), "--ablate", str(cli.direction), "--layers", "1",
+        "--mode", "single", "--source-layer", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    spec = Results.model_validate_json((out / "results.json").read_text()).conditions[1]
+    assert spec.kind == "ablate" and spec.intervention is not None
+    assert spec.intervention["layers"] == [1] and spec.intervention["source_layer"] == 2
+
+
+def test_evaluate_with_an_intervention_is_its_effect_beside_random_controls(lm, tmp_path):
+    steer = Steer(direction(), [1], 4.0)
+    ev = evaluate(
+        lm, QUESTIONS, HashJudge(), intervention=steer, controls=2, out=tmp_path, **SETTINGS
+    )
+    assert ev.effect is not None and ev.before is not None
+    assert ev.result.kind == "steer" and ev.before.result.name == "base"
+    assert ev.effect.kind == "intervention" and ev.effect.controls is not None
+    assert ev.effect.controls.kind == "isotropic"  # steering's registered control
+    assert ev.summary.em.count == ev.result.em.count and len(ev.table) == ev.result.n
+    written = Results.model_validate_json((tmp_path / "results.json").read_text())
+    assert written.effects == [ev.effect] and (tmp_path / "effects.csv").is_file()
+    # The same numbers as the effect computed step by step on a fresh engine.
+    engine = make_engine(lm, QUESTIONS, HashJudge(), out=tmp_path / "again", **SETTINGS)
+    again = intervention_effect(engine, steer, name="steer", kind="intervention", controls=2)
+    assert again.model_dump(exclude={"settings"}) == ev.effect.model_dump(exclude={"settings"})

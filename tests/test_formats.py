@@ -211,8 +211,21 @@ def test_width_and_layers_are_checked_against_the_model_config(tmp_path):
         check_fits(torch.zeros(4, 16), str(folder), "v.gguf")
     with pytest.raises(ShapeError, match="5 rows for a 4-layer model .* persona-vectors:"):
         check_fits(torch.zeros(5, 64), str(folder), "x.pt")
-    with pytest.raises(LayerIndexError, match="layer 7 is out of range: this model has 4 layers"):
+    with pytest.raises(
+        LayerIndexError, match=r"layer 7 is out of range: .* 4 layers \(valid 0..3\)"
+    ):
         check_fits(torch.zeros(4, 64), str(folder), "v.gguf", layers=[7])
+    # A negative layer is refused with the same range (the library would count it from the end).
+    with pytest.raises(LayerIndexError, match=r"layer -1 is out of range: .*\(valid 0..3\)"):
+        check_fits(torch.zeros(4, 64), str(folder), "v.gguf", layers=[-1])
+
+
+def test_a_negative_layer_is_refused_even_where_the_model_cannot_tell_its_size():
+    from misdirection.model_shape import check_layers
+
+    with pytest.raises(LayerIndexError, match="--layer -2 is not a layer: layers are 0-based"):
+        check_layers("org/not-local", {"--layer": [3, -2]})
+    assert check_layers("org/not-local", {"--layer": [3, 40]}) is None  # checked once loaded
 
 
 def test_the_embedded_model_shape_comes_from_its_files():

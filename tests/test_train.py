@@ -396,7 +396,12 @@ def test_cli_wrong_layer_and_recipe_are_one_sentence(tiny_folder, tiny_data, tmp
     ]
     result = CliRunner().invoke(app, [*base, "--layers", "2,9"])
     assert isinstance(result.exception, LayerIndexError)
-    assert str(result.exception) == "layer 9 is out of range: this model has 4 layers (valid 0..3)"
+    # Checked from the model's config.json before it loads, naming the option.
+    assert str(result.exception) == (
+        f"--layers 9 is out of range: model {tiny_folder} has 4 layers (valid 0..3)"
+    )
+    result = CliRunner().invoke(app, [*base, "--layers", "-1"])
+    assert isinstance(result.exception, LayerIndexError) and "valid 0..3" in str(result.exception)
     result = CliRunner().invoke(app, [*base, "--recipe", "rank-9"])
     assert isinstance(result.exception, ConfigError) and "rank1-9, rank1-single, all-r32" in str(
         result.exception

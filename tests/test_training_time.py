@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from misdirection.cli import app
 from misdirection.controls import random_control
 from misdirection.directions import DirectionSet
-from misdirection.errors import ConfigError, ShapeError
+from misdirection.errors import ConfigError, LayerIndexError, ShapeError
 from misdirection.train import train_organism
 from misdirection.training_time.defence import (
     check_direction_fits,
@@ -256,8 +256,11 @@ def test_direction_arguments_and_fit_errors():
         check_direction_fits(ds, 4, 576, None, "--ablate d")
     with pytest.raises(ShapeError, match="4 layers; the model has 30"):
         check_direction_fits(ds, 30, 64, None, "--ablate d")
-    with pytest.raises(ConfigError, match=r"layer\(s\) \[9\] out of range .*valid 0..3"):
+    with pytest.raises(LayerIndexError, match=r"layer\(s\) \[9\] out of range .*valid 0..3"):
         check_direction_fits(ds, 4, 64, [1, 9], "--ablate d@1,9")
+    # Layers are 0-based block outputs here as everywhere: -1 is refused, not counted from the end.
+    with pytest.raises(LayerIndexError, match=r"layer\(s\) \[-1\] out of range .*valid 0..3"):
+        check_direction_fits(ds, 4, 64, [-1], "--ablate d@-1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,7 +322,7 @@ def test_cli_train_rejects_bad_directions_before_loading(planted_folder, planted
     assert "width 32" in str(result.exception) and "d_model = 64" in str(result.exception)
     good = planted_direction().save(tmp_path / "good.safetensors")
     result = CliRunner().invoke(app, [*base, "--ablate", f"{good}@7"])
-    assert isinstance(result.exception, ConfigError) and "out of range" in str(result.exception)
+    assert isinstance(result.exception, LayerIndexError) and "out of range" in str(result.exception)
     result = CliRunner().invoke(app, [*base, "--steer", str(good)])
     assert isinstance(result.exception, ConfigError) and "--scale" in str(result.exception)
     assert not (tmp_path / "o").exists()

@@ -15,7 +15,8 @@ construction, never searched for. Token positions averaged over:
 * ``prompt``: the prompt's tokens (template included);
 * ``last``: the final token of prompt + answer (the last prompt token when the answer is empty).
 
-Memory stays bounded: hooks on the decoder blocks reduce each layer's [batch, tokens, d] residual to
+Memory stays bounded: hooks at every ``blocks.{L}.hook_resid_post`` (:mod:`misdirection.hooks`,
+the hook points interventions use too) reduce each layer's [batch, tokens, d] residual to
 [batch, d] means as the forward pass runs; per-token activations are never kept.
 Batches are right-padded with an attention mask (a causal model's real tokens never attend to the
 padding after them) and formed from length-sorted answers to waste little compute on padding.
@@ -34,7 +35,7 @@ import torch
 
 from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError, DataError
-from misdirection.hooks import block_output_hooks
+from misdirection.hooks import resid_post, residual_hooks
 from misdirection.io import atomic_path
 from misdirection.models import LAYER_CONVENTION, render_chat
 from misdirection.protocols import Intervention, LanguageModel
@@ -269,7 +270,7 @@ def capture(
     context = intervention.apply(lm.model) if intervention is not None else contextlib.nullcontext()
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     bar = _progress(len(batches), progress)
-    with context, block_output_hooks(view.blocks, {i: make_hook(i) for i in range(n_layers)}):
+    with context, residual_hooks(view, {resid_post(i): make_hook(i) for i in range(n_layers)}):
         for idx in batches:
             batch = [encoded[i] for i in idx]
             ids, mask = right_pad([e.ids for e in batch], pad)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ import torch
 from misdirection.data.contrast import PromptSet, load_prompt_set
 from misdirection.direction_set import DIRECTIONS_FORMAT, DirectionSet, mean_diff
 from misdirection.errors import ConfigError, DataError, ShapeError
+from misdirection.intervention_registry import register_intervention
 from misdirection.models import LAYER_CONVENTION
 
 Positions = Literal["last", "prompt", "answer"]
@@ -272,10 +274,13 @@ def contrast_directions(
 # Model-diff directions
 
 
+@register_intervention
 class AdapterOff:
     """An intervention that disables a PEFT model's adapters (the base model on the same weights)."""
 
     kind = "adapter-off"
+    condition_kind = "adapter-off"
+    control_kind = None  # no direction to randomise
 
     def apply(self, model: Any) -> Any:
         from misdirection.models import LoadedModel
@@ -289,6 +294,10 @@ class AdapterOff:
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> AdapterOff:
+        return cls()
 
 
 def model_diff_directions(

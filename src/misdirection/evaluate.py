@@ -16,7 +16,6 @@ checked before the first answer is sampled.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +27,12 @@ import pandas as pd
 
 from misdirection.engine import REQUIRED_RUBRICS, Engine, SamplingSettings, resolve_judge
 from misdirection.errors import ConfigError, check_layer
+from misdirection.intervention_registry import (
+    CONTROL_KINDS,
+    ControlKind,
+    intervention_info,
+    registered,
+)
 from misdirection.metrics import Summary, Thresholds, summarize
 from misdirection.results import (
     ConditionKind,
@@ -37,8 +42,6 @@ from misdirection.results import (
     JudgeInfo,
     Results,
 )
-
-ControlKind = Literal["isotropic", "variance-matched"]
 
 # ----------------------------------------------------------------------------------------------
 # Small helpers
@@ -84,40 +87,48 @@ def parse_floats(text: str | Sequence[float], what: str = "scales") -> list[floa
     return values
 
 
+def direction_part(intervention: Any) -> Any:
+    """The part of an intervention whose directions random controls replace (itself, or the one
+    direction-based part of a composition)."""
+    part = getattr(intervention, "direction_part", None)
+    if callable(part):
+        return part()
+    if not callable(getattr(intervention, "with_directions", None)):
+        raise ConfigError(
+            f"random controls need a direction-based intervention (one with with_directions: "
+            f"{', '.join(k for k, i in registered().items() if i.directional and k != 'compose')})"
+            f", not {getattr(intervention, 'kind', type(intervention).__name__)}"
+        )
+    return intervention
+
+
 def with_directions(intervention: Any, directions: Any) -> Any:
-    """A copy of a Steer / Ablate (or a Compose holding one) that uses other directions.
+    """A copy of a direction-based intervention (or a Compose holding one) using other directions.
 
     Used for random controls: the same intervention with the reference replaced by a control set.
     """
-    parts = getattr(intervention, "parts", None)
-    if parts is not None:
-        swapped = copy.copy(intervention)
-        hits = [i for i, p in enumerate(parts) if hasattr(p, "directions")]
-        if len(hits) != 1:
-            raise ConfigError(
-                f"random controls need exactly one direction-based intervention; this one has {len(hits)}"
-            )
-        swapped.parts = list(parts)
-        swapped.parts[hits[0]] = with_directions(parts[hits[0]], directions)
-        return swapped
-    if not hasattr(intervention, "directions"):
-        raise ConfigError(
-            f"random controls need a steering or ablation intervention, not {type(intervention).__name__}"
-        )
-    if hasattr(intervention, "direction_set"):  # B-vector ablation keeps the set and its tensor
-        return type(intervention)(directions, intervention.layers, intervention.source_layer)
-    swapped = copy.copy(intervention)
-    swapped.directions = directions
-    return swapped
+    direction_part(intervention)  # a clear error for interventions without directions
+    return intervention.with_directions(directions)
 
 
-def _direction_part(intervention: Any) -> Any:
-    if hasattr(intervention, "directions"):
-        return intervention
-    parts = [p for p in getattr(intervention, "parts", []) if hasattr(p, "directions")]
-    if len(parts) != 1:
-        raise ConfigError("random controls need exactly one steering or ablation intervention")
-    return parts[0]
+def resolve_control_kind(kind: str, intervention: Any) -> ControlKind:
+    """The random control of ``intervention``: ``kind``, or for ``"auto"`` its registered one.
+
+    ``auto``: the intervention class's ``control_kind`` (:mod:`misdirection.intervention_registry`);
+    variance-matched only where the direction's answer activations are on disk (else isotropic).
+    """
+    from misdirection.reliability import samples_path
+
+    if kind not in ("auto", *CONTROL_KINDS):
+        raise ConfigError(f"control kind must be auto, {' or '.join(CONTROL_KINDS)}, got {kind!r}")
+    if kind != "auto":
+        return kind  # type: ignore[return-value]  # checked above
+    part = direction_part(intervention)
+    declared = intervention_info(part).control_kind
+    if declared != "variance-matched":
+        return "isotropic"
+    path = getattr(part.directions, "path", None)
+    return "variance-matched" if path is not None and samples_path(path).is_file() else "isotropic"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -126,11 +137,19 @@ def _direction_part(intervention: Any) -> Any:
 
 @dataclass
 class Evaluation:
-    """One judged condition: its typed result, the judged answers and the full summary."""
+    """One judged condition: its typed result, the judged answers and the full summary.
+
+    With an intervention (and ``effect=True``): ``before`` is the model without it and ``effect``
+    the intervention's effect (beside its random controls). ``results``: every condition run and
+    the effect, what ``results.json`` holds.
+    """
 
     result: ConditionResult
     table: pd.DataFrame
     summary: Summary
+    results: Results
+    before: Evaluation | None = None
+    effect: Effect | None = None
 
 
 def make_engine(
@@ -189,24 +208,67 @@ def evaluate(
     *,
     intervention: Any = None,
     label: str = "",
-    kind: ConditionKind = "evaluate",
+    kind: ConditionKind | None = None,
+    effect: bool = True,
+    effect_kind: str = "intervention",
+    controls: int = 0,
+    control_kind: ControlKind | Literal["auto"] = "auto",
+    out: str | Path | None = None,
     **engine_options: Any,
 ) -> Evaluation:
     """Sample answers with ``lm`` (under ``intervention``), judge them, summarise EM.
 
+    With an ``intervention`` the model is also evaluated without it (``effect=False``: not) and
+    the effect is computed (:func:`intervention_effect`, kind ``effect_kind``), beside
+    ``controls`` random controls of kind ``control_kind`` (``auto``: the intervention's registered
+    control, :func:`resolve_control_kind`). ``label`` names the condition (default ``evaluate``,
+    or the intervention's kind); ``kind`` defaults to ``evaluate`` or the intervention's registered
+    condition kind.
+
     ``judge`` is a Judge, a spec string (``openai:MODEL``...) or None (the default judge); it is
     built *before* sampling, so a judge that cannot run (no API key) fails before any work.
     ``engine_options``: those of :func:`make_engine` (``n``, ``max_new_tokens``, ``seed`` are
-    required; ``out`` caches the condition there, so a re-run reuses answers and scores).
+    required). ``out`` caches every condition there, so a re-run reuses answers and scores, and
+    receives ``results.json`` (and ``effects.csv`` with an effect).
     """
-    engine = make_engine(lm, questions, judge, **engine_options)
-    result = engine.run(label or "evaluate", kind, intervention=intervention)
+    if intervention is None and controls:
+        raise ConfigError("random controls need an intervention")
+    if intervention is not None and controls:
+        control_kind = resolve_control_kind(control_kind, intervention)  # fails before sampling
+    engine = make_engine(lm, questions, judge, out=out, **engine_options)
+    effects: list[Effect] = []
+    before: Evaluation | None = None
+    if intervention is None or not effect:
+        condition_kind = kind or (
+            "evaluate" if intervention is None else intervention_info(intervention).condition_kind
+        )
+        result = engine.run(label or "evaluate", condition_kind, intervention=intervention)
+    else:
+        found = intervention_effect(
+            engine,
+            intervention,
+            name=label or str(intervention.kind),
+            kind=effect_kind,
+            condition_kind=kind,
+            controls=controls,
+            control_kind=control_kind,
+        )
+        effects.append(found)
+        result = engine.results[found.after]
+        before = _evaluation(engine, engine.results[found.before], engine_results(engine))
+    results = engine_results(engine, effects)
+    if out is not None:
+        write_results(results, out, "effects.csv")
+    evaluation = _evaluation(engine, result, results)
+    evaluation.before = before
+    evaluation.effect = effects[0] if effects else None
+    return evaluation
+
+
+def _evaluation(engine: Engine, result: ConditionResult, results: Results) -> Evaluation:
     table = engine.table(result)
-    return Evaluation(
-        result=result,
-        table=table,
-        summary=summarize(table, thresholds=engine.thresholds, label=result.name),
-    )
+    summary = summarize(table, thresholds=engine.thresholds, label=result.name)
+    return Evaluation(result=result, table=table, summary=summary, results=results)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,8 +313,7 @@ def control_interventions(
 
     if k < 1:
         return []
-    part = _direction_part(intervention)
-    reference = getattr(part, "direction_set", part.directions)
+    reference = direction_part(intervention).directions
     if kind == "variance-matched" and activations is None:
         activations = control_activations(reference)
     sets = random_controls(reference, k, first_seed, kind=kind, activations=activations)
@@ -269,13 +330,13 @@ def intervention_effect(
     intervention: Any,
     *,
     name: str,
-    kind: Any,
-    condition_kind: ConditionKind,
+    kind: str | None = None,
+    condition_kind: ConditionKind | None = None,
     organism: str | None = None,
     before: ConditionResult | None = None,
     controls: int = 0,
     first_control_seed: int = 0,
-    control_kind: ControlKind = "isotropic",
+    control_kind: ControlKind | Literal["auto"] = "isotropic",
     activations: Any = None,
     samples_per_paraphrase: int | None = None,
     settings: dict[str, Any] | None = None,
@@ -283,13 +344,18 @@ def intervention_effect(
     """Run the model with and without ``intervention`` (and K random controls); their effect.
 
     ``before``: the unintervened condition when already run (else it is run as ``<organism or
-    base>``). Every control is checked before the first answer is sampled.
+    base>``). ``condition_kind`` (of the intervened condition) and ``kind`` (of the effect) default
+    to the intervention's registered condition kind; ``control_kind="auto"`` resolves with
+    :func:`resolve_control_kind`. Every control is checked before the first answer is sampled.
     """
+    condition_kind = condition_kind or intervention_info(intervention).condition_kind
+    kind = kind or condition_kind
+    resolved = resolve_control_kind(control_kind, intervention) if controls else "isotropic"
     control_list = control_interventions(
         intervention,
         controls,
         first_seed=first_control_seed,
-        kind=control_kind,
+        kind=resolved,
         activations=activations,
         save_to=engine.store.root / "controls",
     )
@@ -326,7 +392,7 @@ def intervention_effect(
         name=name,
         kind=kind,
         controls=control_results,
-        control_kind=control_kind,
+        control_kind=resolved,
         settings={**(settings or {}), "organism": organism or "base"},
     )
 
@@ -439,11 +505,11 @@ def ablation_effects(
     study's ablation stage; ``activations`` (answers' activations) make variance-matched controls.
     """
     from misdirection.direction_set import as_direction_set
-    from misdirection.interventions import Ablate
+    from misdirection.interventions import Ablate, check_ablation_mode
 
-    bad = [m for m in modes if m not in ("layerwise", "single")]
-    if bad or not modes:
-        raise ConfigError(f"ablation modes must be layerwise and/or single, got {list(modes)}")
+    if not modes:
+        raise ConfigError("an ablation needs at least one mode (layerwise, single)")
+    modes = [check_ablation_mode(m) for m in modes]
     if random_controls < 0:
         raise ConfigError(f"the number of random controls must be >= 0, got {random_controls}")
     ds = as_direction_set(directions)
@@ -609,11 +675,11 @@ def transfer(
     questions: Iterable[Any],
     judge: Any,
     *,
-    modes: Sequence[Literal["layerwise", "single"]] = ("layerwise", "single"),
+    modes: Sequence[str] = ("layerwise", "single"),
     layers: Literal["all"] | Sequence[int] = "all",
     random_controls: int = 0,
     first_control_seed: int = 0,
-    control_kind: ControlKind = "isotropic",
+    control_kind: ControlKind | Literal["auto"] = "isotropic",
     out: str | Path | None = None,
     loader: Callable[..., Any] | None = None,
     **engine_options: Any,
@@ -623,24 +689,26 @@ def transfer(
     ``base``: a model spec (loaded with ``loader``, default :func:`misdirection.models.load_model`)
     or a LoadedModel. ``targets``: ``{name: adapter}`` where adapter is a PEFT folder (or list),
     None / "" for the base itself, or a LoadedModel. One effect per (target, mode), each with its
-    ``random_controls`` controls of kind ``control_kind``. With ``out`` every condition is cached
+    ``random_controls`` controls of kind ``control_kind`` (``auto``: variance-matched when the
+    direction's answer activations are on disk, see :func:`resolve_control_kind`). With ``out`` every condition is cached
     in ``out`` (one folder per target) and the effects are written to ``out/transfer.csv`` and
     ``out/results.json``.
     """
     from misdirection.direction_set import as_direction_set
-    from misdirection.interventions import Ablate
+    from misdirection.interventions import Ablate, check_ablation_mode
 
     judge = resolve_judge(judge)
     questions = list(questions)
     if not targets:
         raise ConfigError("transfer needs at least one target")
-    bad = [m for m in modes if m not in ("layerwise", "single")]
-    if bad or not modes:
-        raise ConfigError(f"ablation modes must be layerwise and/or single, got {list(modes)}")
+    if not modes:
+        raise ConfigError("transfer needs at least one ablation mode (layerwise, single)")
+    checked = [check_ablation_mode(m) for m in modes]
     if random_controls < 0:
         raise ConfigError(f"the number of random controls must be >= 0, got {random_controls}")
     ds = as_direction_set(direction_set)
     check_layer(source_layer, ds.n_layers, "source layer")
+    control_kind = resolve_control_kind(control_kind, Ablate(ds, layers))
     if isinstance(base, str):
         from misdirection.models import load_model
 
@@ -654,7 +722,7 @@ def transfer(
 
     from misdirection.engine import check_intervention
 
-    for mode in modes:  # widths and layers, before any sampling
+    for mode in checked:  # widths and layers, before any sampling
         check_intervention(base, ablation(mode))
     effects: list[Effect] = []
     conditions: list[ConditionResult] = []
@@ -671,7 +739,7 @@ def transfer(
                 before,
                 target,
                 source_layer,
-                modes=modes,
+                modes=checked,
                 layers=layers,
                 random_controls=random_controls,
                 first_control_seed=first_control_seed,

@@ -4,7 +4,8 @@ Layer convention: :data:`misdirection.models.LAYER_CONVENTION` — layer ``i`` i
 decoder block ``i`` (0-based). Every intervention
 
 * has ``spec() -> dict`` (JSON-serialisable; recorded in the ``intervention`` column of tables) and
-  is rebuilt from it by :func:`from_spec`;
+  is rebuilt from it by :func:`from_spec`, which dispatches on the spec's ``kind`` through
+  :mod:`misdirection.intervention_registry` (each class declares its kinds and registers there);
 * has ``apply(model)`` returning a context manager that installs it on a model (a LoadedModel, a
   ModelView, or any HF causal LM, peft-wrapped or not) and removes it on exit, also on exceptions.
   Inside the context it acts at every token position of every forward pass, so it covers prompt
@@ -29,8 +30,8 @@ use them in place of the reference in any intervention.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+import copy
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
@@ -40,14 +41,17 @@ from torch import nn
 from misdirection.direction_references import resolve_reference
 from misdirection.direction_set import DirectionSet, as_direction_set
 from misdirection.errors import ConfigError, DataError, ModelNotFoundError, ShapeError
-from misdirection.hooks import block_input_hooks, block_output_hooks, view_of
+from misdirection.hooks import resid_mid, resid_post, resid_pre, residual_hooks, view_of
+from misdirection.intervention_registry import from_spec, register_intervention
 from misdirection.models import LAYER_CONVENTION, ModelView
 
 __all__ = [
+    "ABLATION_MODES",
     "Ablate",
     "Compose",
     "OrthogonalizeWeights",
     "Steer",
+    "check_ablation_mode",
     "from_spec",
     "orthogonalize_weights",
 ]
@@ -148,6 +152,7 @@ def _resolve(ref: dict[str, Any]) -> DirectionSet:
 # Steering
 
 
+@register_intervention
 class Steer:
     """Add ``scale * v`` to the residual at the output of the chosen layer(s), at every position.
 
@@ -158,6 +163,8 @@ class Steer:
     """
 
     kind = "steer"
+    condition_kind = "steer"
+    control_kind = "isotropic"  # a random direction of the same norm at the same layer
 
     def __init__(
         self,
@@ -197,8 +204,22 @@ class Steer:
         def make(delta: torch.Tensor):
             return lambda h: h + delta
 
-        with block_output_hooks(view.blocks, {i: make(d) for i, d in deltas.items()}):
+        with residual_hooks(view, {resid_post(i): make(d) for i, d in deltas.items()}):
             yield
+
+    def with_directions(self, directions: DirectionSet | torch.Tensor | str) -> Steer:
+        """The same steering with other directions (a random control's)."""
+        return _swapped(self, directions)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Steer:
+        return cls(
+            _resolve(spec["directions"]),
+            spec["layers"],
+            spec["scale"],
+            source_layer=spec.get("source_layer"),
+            normalize=spec.get("normalize", False),
+        )
 
     def spec(self) -> dict[str, Any]:
         rows = (
@@ -217,6 +238,12 @@ class Steer:
         }
 
 
+def _swapped(intervention: Any, directions: DirectionSet | torch.Tensor | str) -> Any:
+    swapped = copy.copy(intervention)
+    swapped.directions = as_direction_set(directions)
+    return swapped
+
+
 def _spec_rows(layers: Layers, ds: DirectionSet) -> list[int]:
     if isinstance(layers, str):
         return list(range(ds.n_layers))
@@ -227,6 +254,7 @@ def _spec_rows(layers: Layers, ds: DirectionSet) -> list[int]:
 # Ablation
 
 
+@register_intervention
 class Ablate:
     """Project a direction out of the residual: ``x <- x - (x.u) u``, ``u = v/|v|``, every position.
 
@@ -238,6 +266,9 @@ class Ablate:
     """
 
     kind = "ablate"
+    condition_kind = "ablate"
+    # Removes as much of the activations as the direction does (when its answers are on disk).
+    control_kind = "variance-matched"
 
     def __init__(
         self,
@@ -249,8 +280,7 @@ class Ablate:
         sites: Literal["output", "full"] = "output",
     ) -> None:
         self.directions = as_direction_set(directions)
-        if mode not in ("layerwise", "single"):
-            raise ConfigError(f"ablation mode must be 'layerwise' or 'single', got {mode!r}")
+        check_ablation_mode(mode)
         if sites not in ("output", "full"):
             raise ConfigError(f"ablation sites must be 'output' or 'full', got {sites!r}")
         if mode == "single" and source_layer is None and self.directions.n_layers > 1:
@@ -293,18 +323,28 @@ class Ablate:
 
             return project
 
-        with ExitStack() as stack:
-            stack.enter_context(
-                block_output_hooks(view.blocks, {i: make(u) for i, u in units.items()})
-            )
-            if self.sites == "full":  # one direction: every entry of `units` is the same vector
-                u0 = units[min(units)].to(_param_home(view, 0)[0])
-                stack.enter_context(block_input_hooks(view.blocks, {0: make(u0)}))
-                norms = [_mlp_input_norm(view, i) for i in units]
-                stack.enter_context(
-                    block_input_hooks(norms, {k: make(units[i]) for k, i in enumerate(units)})
-                )
+        fns = {resid_post(i): make(u) for i, u in units.items()}
+        if self.sites == "full":  # one direction: every entry of `units` is the same vector
+            fns[resid_pre(0)] = make(units[min(units)].to(_param_home(view, 0)[0]))
+            for i, u in units.items():
+                _mlp_input_norm(view, i)  # a clear error when the block has no pre-MLP norm
+                fns[resid_mid(i)] = make(u)
+        with residual_hooks(view, fns):
             yield
+
+    def with_directions(self, directions: DirectionSet | torch.Tensor | str) -> Ablate:
+        """The same ablation with other directions (a random control's)."""
+        return _swapped(self, directions)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Ablate:
+        return cls(
+            _resolve(spec["directions"]),
+            spec["layers"],
+            spec["mode"],
+            spec.get("source_layer"),
+            sites=spec.get("sites", "output"),
+        )
 
     def spec(self) -> dict[str, Any]:
         if self.mode == "single":
@@ -320,6 +360,17 @@ class Ablate:
             "sites": self.sites,
             "layer_convention": LAYER_CONVENTION,
         }
+
+
+#: The two ways an ablation picks its directions (checked here only; the CLI and configs call this).
+ABLATION_MODES: tuple[Literal["layerwise", "single"], ...] = ("layerwise", "single")
+
+
+def check_ablation_mode(mode: str, what: str = "ablation mode") -> Literal["layerwise", "single"]:
+    """``mode`` if it is an ablation mode, else one sentence naming the valid ones."""
+    if mode not in ABLATION_MODES:
+        raise ConfigError(f"{what} must be layerwise or single, got {mode!r}")
+    return mode
 
 
 def _mlp_input_norm(view: ModelView, layer: int) -> nn.Module:
@@ -488,10 +539,13 @@ def orthogonalize_weights(
     return [name for name, _, _, _ in targets]
 
 
+@register_intervention
 class OrthogonalizeWeights:
     """The weight form as a reversible intervention: :func:`orthogonalize_weights` inside the context."""
 
     kind = "orthogonalize"
+    condition_kind = "orthogonalize"
+    control_kind = "variance-matched"  # the weight form of an ablation
 
     def __init__(
         self,
@@ -538,6 +592,21 @@ class OrthogonalizeWeights:
             )
         return Ablate(self.directions, layers, "single", self.source_layer, sites="full")
 
+    def with_directions(
+        self, directions: DirectionSet | torch.Tensor | str
+    ) -> OrthogonalizeWeights:
+        """The same edit against other directions (a random control's)."""
+        return _swapped(self, directions)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> OrthogonalizeWeights:
+        return cls(
+            _resolve(spec["directions"]),
+            spec["layers"],
+            source_layer=spec.get("source_layer"),
+            embeddings=spec.get("embeddings", True),
+        )
+
     def spec(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -553,10 +622,16 @@ class OrthogonalizeWeights:
 # Composition and rebuilding
 
 
+@register_intervention
 class Compose:
-    """Several interventions at once, applied in order (the first one's hooks run first)."""
+    """Several interventions at once, applied in order (the first one's hooks run first).
+
+    Its random controls replace the directions of its one direction-based part.
+    """
 
     kind = "compose"
+    condition_kind = "compose"
+    control_kind = None  # that of its direction-based part (see direction_part)
 
     def __init__(self, parts: Sequence[Any]) -> None:
         self.parts = list(parts)
@@ -571,53 +646,21 @@ class Compose:
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "parts": [p.spec() for p in self.parts]}
 
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Compose:
+        return cls([from_spec(p) for p in spec["parts"]])
 
-def from_spec(spec: dict[str, Any] | str) -> Any:
-    """Rebuild an intervention from its ``spec()`` (a dict or its JSON text)."""
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"intervention spec is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict) or "kind" not in spec:
-        raise ConfigError("an intervention spec must be an object with a 'kind'")
-    kind = spec["kind"]
-    if kind == "compose":
-        return Compose([from_spec(p) for p in spec["parts"]])
-    if kind == "adapter-off":
-        from misdirection.contrastive import AdapterOff
+    def direction_part(self) -> Any:
+        """The one part whose directions random controls replace."""
+        hits = [p for p in self.parts if callable(getattr(p, "with_directions", None))]
+        if len(hits) != 1:
+            raise ConfigError(
+                "random controls need exactly one direction-based intervention; "
+                f"this composition has {len(hits)}"
+            )
+        return hits[0]
 
-        return AdapterOff()
-    if kind in ("scale-adapters", "ablate-b"):
-        # Interventions on LoRA weights live with the rest of the rank-1 reading code.
-        from misdirection.lora import AdapterScaling, BVectorAblation
-
-        return (AdapterScaling if kind == "scale-adapters" else BVectorAblation).from_spec(spec)
-    if kind not in ("steer", "ablate", "orthogonalize"):
-        raise ConfigError(
-            f"unknown intervention kind {kind!r} "
-            "(steer, ablate, orthogonalize, compose, scale-adapters, ablate-b, adapter-off)"
-        )
-    ds = _resolve(spec["directions"])
-    if kind == "steer":
-        return Steer(
-            ds,
-            spec["layers"],
-            spec["scale"],
-            source_layer=spec.get("source_layer"),
-            normalize=spec.get("normalize", False),
-        )
-    if kind == "ablate":
-        return Ablate(
-            ds,
-            spec["layers"],
-            spec["mode"],
-            spec.get("source_layer"),
-            sites=spec.get("sites", "output"),
-        )
-    return OrthogonalizeWeights(
-        ds,
-        spec["layers"],
-        source_layer=spec.get("source_layer"),
-        embeddings=spec.get("embeddings", True),
-    )
+    def with_directions(self, directions: DirectionSet | torch.Tensor | str) -> Compose:
+        """The composition with its direction-based part using other directions."""
+        part = self.direction_part()
+        return Compose([p.with_directions(directions) if p is part else p for p in self.parts])

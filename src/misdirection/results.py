@@ -8,31 +8,37 @@ their interval (``method`` says which); ``None`` marks a value that is not defin
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-ConditionKind = Literal[
-    "base",
-    "organism",
-    "steer",
-    "ablate",
-    "control",
-    "adapter-scaling",
-    "ablate-b",
-    "evaluate",
-    "extract",  # more answers of a base or organism, drawn for extraction only
-]
-EffectKind = Literal[
-    "organism",  # an organism against the base model: what fine-tuning did
-    "steer",
-    "ablate",
-    "transfer",
-    "adapter-scaling",
-    "ablate-b",
-    "intervention",
-    "defence",
-]
+from misdirection.intervention_registry import (
+    condition_kinds,
+    effect_kinds,
+    is_condition_kind,
+    is_effect_kind,
+    registered,
+)
+
+
+def _condition_kind(kind: str) -> str:
+    if not is_condition_kind(kind):
+        raise ValueError(f"unknown condition kind {kind!r} (known: {', '.join(condition_kinds())})")
+    return kind
+
+
+def _effect_kind(kind: str) -> str:
+    if not is_effect_kind(kind):
+        raise ValueError(f"unknown effect kind {kind!r} (known: {', '.join(effect_kinds())})")
+    return kind
+
+
+#: What a condition is: base, organism, control, evaluate, or a registered intervention's
+#: ``condition_kind`` (steer, ablate, adapter-scaling ...; :mod:`misdirection.intervention_registry`).
+ConditionKind = Annotated[str, AfterValidator(_condition_kind)]
+#: What an effect measures: a registered intervention's condition kind, or transfer,
+#: intervention (one evaluated from the CLI), defence.
+EffectKind = Annotated[str, AfterValidator(_effect_kind)]
 VerdictCode = Literal[
     "removed",  # EM fell beyond its interval and coherence was kept
     "induced",  # EM rose beyond its interval and coherence was kept
@@ -354,9 +360,11 @@ def controls_text(comparison: ControlComparison | None, kind: str | None = None)
     collapse, and a reader must see that before comparing the intervention with it.
     """
     if comparison is None:
-        if kind == "adapter-scaling":
-            # Scaling an adapter moves along its own B vector; there is no random counterpart.
-            return "none (adapter scaling has no random-direction control)"
+        # E.g. scaling an adapter moves along its own B vector: there is no random counterpart.
+        if kind is not None and any(
+            i.condition_kind == kind and i.control_kind is None for i in registered().values()
+        ):
+            return f"none ({kind.replace('-', ' ')} has no random-direction control)"
         return "no controls run"
     vals = [v for v in comparison.em_changes if v is not None]
     if not vals:

@@ -1,7 +1,7 @@
-"""Options and plumbing shared by `misdirection evaluate`, `sweep` and `transfer`.
+"""Options and plumbing shared by the verbs: one ``Annotated`` alias per option, its help once.
 
 Not a verb: the CLI skips modules whose name starts with an underscore. Typer has no option
-groups, so each command still lists these ``Annotated`` aliases in its own signature.
+groups, so each command still lists these aliases in its own signature (with its own default).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ ModelOpt = Annotated[
 ]
 AdapterOpt = Annotated[
     list[str], typer.Option("--adapter", "-a", help="PEFT adapter folder(s) to attach.")
+]
+OrganismOpt = Annotated[
+    list[str],
+    typer.Option("--adapter", "-a", help="PEFT adapter folder(s) of the organism (repeatable)."),
 ]
 QuestionsOpt = Annotated[
     str,
@@ -75,6 +79,15 @@ SamplerOptionOpt = Annotated[
         help="A vllm option KEY=VALUE (repeatable; VALUE read as JSON when it parses), e.g. "
         "max_model_len=2048, tensor_parallel_size=2, dtype=bfloat16.",
     ),
+]
+DtypeOpt = Annotated[
+    str | None, typer.Option("--dtype", help="float32, bfloat16, ... (default by device).")
+]
+ForwardBatchOpt = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")
+]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", min=1, help="Truncate answers to this many tokens.")
 ]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
@@ -159,25 +172,6 @@ def judging(
         "use_question_prompts": question_prompts,
         "policy": EffectPolicy(max_coherence_drop=max_coherence_drop),
     }
-
-
-def control_kind_for(kind: str, intervention: Any) -> str:
-    """Resolve ``auto``: variance-matched for an ablation whose direction has a samples file."""
-    from misdirection.errors import ConfigError
-    from misdirection.evaluate import _direction_part
-    from misdirection.reliability import samples_path
-
-    if kind not in ("auto", "isotropic", "variance-matched"):
-        raise ConfigError(
-            f"--control-kind must be auto, isotropic or variance-matched, got {kind!r}"
-        )
-    if kind != "auto":
-        return kind
-    part = _direction_part(intervention)
-    path = getattr(getattr(part, "directions", None), "path", None)
-    is_ablation = getattr(part, "kind", "") in ("ablate", "ablate-b")
-    has_samples = path is not None and samples_path(path).is_file()
-    return "variance-matched" if is_ablation and has_samples else "isotropic"
 
 
 def sampler_options(sampler: str, items: list[str]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from misdirection.cli._shared import (
-    AblatedLayersOpt,
     AdapterOpt,
     AlignedOpt,
     BatchOpt,
@@ -29,14 +28,16 @@ from misdirection.cli._shared import (
     SeedOpt,
     TemperatureOpt,
     TokensOpt,
-    control_kind_for,
     judging,
     sampler_options,
 )
 from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE
 
 NormalizeOpt = Annotated[
-    bool, typer.Option("--normalize", help="Steer with unit vectors (scale in residual units).")
+    bool,
+    typer.Option(
+        "--normalize", help="Steering: steer with unit vectors (scale in residual-norm units)."
+    ),
 ]
 
 
@@ -55,7 +56,7 @@ def build_intervention(
     """(full intervention or None, the direction-based part or None) from the CLI options."""
     from misdirection.errors import ConfigError
     from misdirection.evaluate import parse_layers
-    from misdirection.interventions import Ablate, Compose, Steer
+    from misdirection.interventions import Ablate, Compose, Steer, check_ablation_mode
     from misdirection.lora import AdapterScaling
 
     parts: list[Any] = []
@@ -63,28 +64,25 @@ def build_intervention(
     if scale_adapters:
         parts.append(AdapterScaling.from_strings(scale_adapters))
     if ablate is not None:
-        if mode not in ("layerwise", "single"):
-            raise ConfigError(f"--mode must be layerwise or single, got {mode!r}")
         if mode == "single" and source_layer is None:
             raise ConfigError(
-                "--mode single needs --source-layer (the layer whose direction is ablated everywhere)"
+                "--ablate-mode single needs --source-layer (the layer whose direction is ablated "
+                "everywhere)"
             )
+        checked = check_ablation_mode(mode, "--ablate-mode")
         a = Ablate(
-            str(ablate),
-            parse_layers(layers),
-            "single" if mode == "single" else "layerwise",
-            source_layer if mode == "single" else None,
+            str(ablate), parse_layers(layers), checked, source_layer if mode == "single" else None
         )
         parts.append(a)
         directional.append(a)
     if steer is not None:
         if not layer or scale is None:
-            raise ConfigError("--steer needs --layer L (repeatable) and --scale S")
+            raise ConfigError("--steer needs --steer-layer L (repeatable) and --scale S")
         s = Steer(str(steer), layer, scale, source_layer=source_layer, normalize=normalize)
         parts.append(s)
         directional.append(s)
     elif layer or scale is not None:
-        raise ConfigError("--layer and --scale only apply with --steer FILE")
+        raise ConfigError("--steer-layer and --scale only apply with --steer FILE")
     if not parts:
         return None, None
     full = parts[0] if len(parts) == 1 else Compose(parts)
@@ -97,7 +95,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path,
             typer.Option(
-                "--out", "-o", help="Output folder: answers.parquet, summary.json, settings.json."
+                "--out",
+                "-o",
+                help="Output folder: results.json (conditions and effect), effects.csv, the "
+                "cached answers and scores.",
             ),
         ],
         model: ModelOpt = "smollm2-135m",
@@ -110,28 +111,48 @@ def register(app: typer.Typer) -> None:
         rubric: RubricOpt = [],  # noqa: B006
         rubrics_file: RubricsFileOpt = None,
         steer: Annotated[
-            Path | None, typer.Option("--steer", help="Direction file to steer with.")
+            Path | None,
+            typer.Option("--steer", help="Steering: direction file whose vectors are added."),
         ] = None,
         layer: Annotated[
-            list[int], typer.Option("--layer", help="Layer to steer at (repeatable).")
+            list[int],
+            typer.Option(
+                "--steer-layer",
+                "--layer",
+                help="Steering (--steer): layer to steer at, 0-based block output (repeatable).",
+            ),
         ] = [],  # noqa: B006
         scale: Annotated[
-            float | None, typer.Option("--scale", help="Steering scale (multiplies the direction).")
+            float | None,
+            typer.Option("--scale", help="Steering (--steer): scale multiplying the direction."),
         ] = None,
         normalize: NormalizeOpt = False,
         ablate: Annotated[
-            Path | None, typer.Option("--ablate", help="Direction file to ablate (project out).")
+            Path | None,
+            typer.Option("--ablate", help="Ablation: direction file projected out."),
         ] = None,
-        layers: AblatedLayersOpt = "all",
+        layers: Annotated[
+            str,
+            typer.Option(
+                "--ablate-layers",
+                "--layers",
+                help="Ablation (--ablate): layers ablated, all or a list such as 0-9,12.",
+            ),
+        ] = "all",
         mode: Annotated[
             str,
-            typer.Option("--mode", help="Ablation: layerwise (each layer its own row) or single."),
+            typer.Option(
+                "--ablate-mode",
+                "--mode",
+                help="Ablation (--ablate): layerwise (each layer its own row) or single (the "
+                "--source-layer row at every layer).",
+            ),
         ] = "layerwise",
         source_layer: Annotated[
             int | None,
             typer.Option(
                 "--source-layer",
-                help="Direction row used at every layer (single-mode ablation; steering).",
+                help="Steering or single-mode ablation: the direction row used at every layer.",
             ),
         ] = None,
         random_control: Annotated[
@@ -169,28 +190,12 @@ def register(app: typer.Typer) -> None:
 
         from misdirection.data.questions import load_questions
         from misdirection.errors import ConfigError
-        from misdirection.evaluate import (
-            engine_results,
-            intervention_effect,
-            make_engine,
-            write_results,
-        )
-        from misdirection.metrics import render, summarize
-        from misdirection.model_shape import check_fits
+        from misdirection.evaluate import evaluate, parse_layers, resolve_control_kind
+        from misdirection.metrics import render
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.models import load_model
         from misdirection.results import effects_rich_table
 
-        backend, judged = judging(
-            judge,
-            device,
-            rubric,
-            rubrics_file,
-            aligned_below,
-            coherent_above,
-            question_prompts,
-            max_coherence_drop,
-        )
-        options = sampler_options(sampler, sampler_option)
         intervention, directional = build_intervention(
             steer=steer,
             layer=layer,
@@ -202,24 +207,54 @@ def register(app: typer.Typer) -> None:
             source_layer=source_layer,
             scale_adapters=scale_adapters,
         )
-        if directional is not None:  # a direction that cannot fit fails before the model loads
-            check_fits(directional.directions.directions, model, str(steer or ablate), layer)
+        # Layers and directions that cannot fit the model fail before it (and the judge) loads.
+        ablated = parse_layers(layers) if ablate is not None else "all"
+        check_layers(
+            model,
+            {
+                "--steer-layer": layer,
+                "--ablate-layers": [] if ablated == "all" else ablated,
+                "--source-layer": [] if source_layer is None else [source_layer],
+            },
+        )
+        for path, part in ((steer, "steer"), (ablate, "ablate")):
+            if path is not None:
+                found = [p for p in _leaves(intervention) if getattr(p, "kind", "") == part]
+                check_fits(found[0].directions.directions, model, str(path))
         if random_control and directional is None:
             raise ConfigError("--random-control needs exactly one of --steer or --ablate")
         kind = (
-            control_kind_for(control_kind, directional) if directional is not None else "isotropic"
+            resolve_control_kind(control_kind, directional)
+            if directional is not None
+            else "isotropic"
         )
+        # The judge (the default one takes seconds to build) after the cheap checks.
+        backend, judged = judging(
+            judge,
+            device,
+            rubric,
+            rubrics_file,
+            aligned_below,
+            coherent_above,
+            question_prompts,
+            max_coherence_drop,
+        )
+        options = sampler_options(sampler, sampler_option)
         question_set = load_questions(questions)
         lm = load_model(model, adapter=adapter or None, device=device)
         console = Console()
-        engine = make_engine(
+        evaluation = evaluate(
             lm,
             question_set,
             backend,
+            intervention=intervention,
+            label=_label(lm) if intervention is None else "",
+            controls=random_control,
+            control_kind=kind,
+            out=out,
             n=n,
             max_new_tokens=max_new_tokens,
             seed=seed,
-            out=out,
             batch_size=batch_size,
             temperature=temperature,
             backend=sampler,
@@ -228,39 +263,21 @@ def register(app: typer.Typer) -> None:
             log=lambda line: console.print(f"[bold cyan]>[/] {line}"),
             **judged,
         )
-        label = _label(lm)
-        if intervention is None:
-            result = engine.run(label)
-            render(
-                summarize(engine.table(result), thresholds=engine.thresholds, label=label), console
+        if evaluation.effect is None:
+            render(evaluation.summary, console)
+            console.print(
+                f"wrote {out / 'results.json'} (answers: {out / evaluation.result.table})"
             )
-            path = write_results(engine_results(engine), out)
-            console.print(f"wrote {path} (answers: {out / result.table})")
             return
-        effect = intervention_effect(
-            engine,
-            intervention,
-            name=f"{intervention.kind}",
-            kind="intervention",
-            condition_kind=_condition_kind(intervention),
-            controls=random_control,
-            control_kind=kind,  # type: ignore[arg-type]
+        assert evaluation.before is not None
+        render(evaluation.before.summary, console, per_question=False)
+        render(evaluation.summary, console, per_question=False)
+        console.print(
+            effects_rich_table(
+                [evaluation.effect], title=f"effect of the intervention ({_label(lm)})"
+            )
         )
-        before = engine.results[effect.before]
-        render(
-            summarize(engine.table(before), thresholds=engine.thresholds, label=before.name),
-            console,
-            per_question=False,
-        )
-        after = engine.results[effect.after]
-        render(
-            summarize(engine.table(after), thresholds=engine.thresholds, label=after.name),
-            console,
-            per_question=False,
-        )
-        console.print(effects_rich_table([effect], title=f"effect of the intervention ({label})"))
-        path = write_results(engine_results(engine, [effect]), out, "effects.csv")
-        console.print(f"wrote {path} and {out / 'effects.csv'}")
+        console.print(f"wrote {out / 'results.json'} and {out / 'effects.csv'}")
 
     @app.command("sweep")
     def sweep_command(
@@ -333,10 +350,24 @@ def register(app: typer.Typer) -> None:
             plot_sweep,
             steering_sweep,
         )
-        from misdirection.model_shape import check_fits
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.models import load_model
         from misdirection.results import effects_rich_table
 
+        layer_list = parse_layers(layers)
+        if isinstance(layer_list, str):
+            raise ConfigError("--layers for a sweep must list the layers, e.g. 10,15,20")
+        scale_list = parse_floats(scales, "--scales")
+        directions = DirectionSet.load(direction)  # a bad file fails before the model loads
+        shape = check_layers(
+            model,
+            {
+                "--layers": layer_list,
+                "--source-layer": [] if source_layer is None else [source_layer],
+            },
+        )
+        check_fits(directions.directions, model, str(direction), shape=shape)
+        # The judge (the default one takes seconds to build) after the cheap checks.
         backend, judged = judging(
             judge,
             device,
@@ -348,12 +379,6 @@ def register(app: typer.Typer) -> None:
             max_coherence_drop,
         )
         options = sampler_options(sampler, sampler_option)
-        layer_list = parse_layers(layers)
-        if isinstance(layer_list, str):
-            raise ConfigError("--layers for a sweep must list the layers, e.g. 10,15,20")
-        scale_list = parse_floats(scales, "--scales")
-        directions = DirectionSet.load(direction)  # a bad file fails before the model loads
-        check_fits(directions.directions, model, str(direction), layer_list)
         question_set = load_questions(questions)
         lm = load_model(model, adapter=adapter or None, device=device)
         results = steering_sweep(
@@ -385,15 +410,9 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {out / 'sweep.csv'} and {plot}")
 
 
+def _leaves(intervention: Any) -> list[Any]:
+    return list(getattr(intervention, "parts", [intervention]))
+
+
 def _label(lm: Any) -> str:
     return f"{lm.spec} + {lm.adapter_spec}" if getattr(lm, "adapter_spec", "") else str(lm.spec)
-
-
-def _condition_kind(intervention: Any) -> Any:
-    kinds = {
-        "steer": "steer",
-        "ablate": "ablate",
-        "scale-adapters": "adapter-scaling",
-        "ablate-b": "ablate-b",
-    }
-    return kinds.get(getattr(intervention, "kind", ""), "evaluate")

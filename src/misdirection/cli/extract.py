@@ -14,6 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from misdirection.cli._shared import (
+    DeviceOpt,
+    DtypeOpt,
+    ForwardBatchOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    OrganismOpt,
+)
+
 if TYPE_CHECKING:  # the CLI imports torch-side modules lazily, inside the verbs
     from misdirection.directions import DirectionSet
 
@@ -26,12 +35,8 @@ def register(app: typer.Typer) -> None:
             help="Judged answers table (.parquet from `misdirection judge`, or a judged .csv).",
             show_default=False,
         ),
-        model: str = typer.Option(
-            "smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."
-        ),
-        adapter: list[str] = typer.Option(
-            [], "--adapter", "-a", help="PEFT adapter folder(s) of the organism."
-        ),
+        model: ModelOpt = "smollm2-135m",
+        adapter: OrganismOpt = [],  # noqa: B006 - typer needs a literal default
         out: Path = typer.Option(
             ..., "--out", "-o", help="Direction file to write (.safetensors)."
         ),
@@ -60,16 +65,10 @@ def register(app: typer.Typer) -> None:
         ),
         coherent_above: float = typer.Option(50.0, help="Both sets: coherent score above this."),
         seed: int = typer.Option(0, "--seed", help="Seed of the balancing subsample."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(
-            None, "--max-tokens", help="Truncate answers to this many tokens."
-        ),
-        device: str = typer.Option(
-            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
-        ),
-        dtype: str = typer.Option(
-            None, "--dtype", help="float32, bfloat16, ... (default by device)."
-        ),
+        batch_size: ForwardBatchOpt = 8,
+        max_tokens: MaxTokensOpt = None,
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
         contrast: tuple[str, str] | None = typer.Option(
             None,
             "--contrast",

@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         layer: int | None = typer.Option(
             None,
             "--layer",
+            min=0,
             help="Layer for (n_layers, d) files without their own @LAYER or table entry "
             "(layer i = output of block i).",
         ),

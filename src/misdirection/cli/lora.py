@@ -8,9 +8,21 @@ from typing import Any
 import typer
 
 from misdirection import thresholds
-
-MODEL_HELP = "Embedded alias, local folder or Hub id of the base model."
-ADAPTER_HELP = "PEFT adapter folder(s) of the rank-1 organism (repeatable)."
+from misdirection.cli._shared import (
+    DeviceOpt,
+    DtypeOpt,
+    ForwardBatchOpt,
+    JudgeOpt,
+    MaxDropOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    NOpt,
+    OrganismOpt,
+    ProgressOpt,
+    QuestionsOpt,
+    SeedOpt,
+    TokensOpt,
+)
 
 
 def _load(model: str, adapter: list[str], device: str | None, dtype: str | None) -> Any:
@@ -65,21 +77,15 @@ def register(app: typer.Typer) -> None:
         answers: Path = typer.Argument(
             ..., help="Answers table (.parquet or .csv) to run the organism on."
         ),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+        model: ModelOpt = "smollm2-135m",
+        adapter: OrganismOpt = [],  # noqa: B006 - typer needs a literal default
         out: Path = typer.Option(
             None, "--out", "-o", help="Output folder (default: ANSWERS stem + '.lora')."
         ),
-        batch_size: int = typer.Option(16, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(
-            None, "--max-tokens", help="Truncate answers to this many tokens."
-        ),
-        device: str = typer.Option(
-            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
-        ),
-        dtype: str = typer.Option(
-            None, "--dtype", help="float32, bfloat16, ... (default by device)."
-        ),
+        batch_size: ForwardBatchOpt = 16,
+        max_tokens: MaxTokensOpt = None,
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
     ) -> None:
         """Per-token scalar scaling*(A.x) of every rank-1 adapter over the answer tokens.
 
@@ -103,8 +109,8 @@ def register(app: typer.Typer) -> None:
         answers: Path = typer.Argument(
             ..., help="Judged answers table (.parquet or .csv with aligned, coherent)."
         ),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+        model: ModelOpt = "smollm2-135m",
+        adapter: OrganismOpt = [],  # noqa: B006 - typer needs a literal default
         domain: str = typer.Option(
             None,
             "--domain",
@@ -135,16 +141,10 @@ def register(app: typer.Typer) -> None:
         domain_above: float = typer.Option(
             thresholds.TOPIC_ABOVE, help="Domain context: domain score above this."
         ),
-        batch_size: int = typer.Option(16, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(
-            None, "--max-tokens", help="Truncate answers to this many tokens."
-        ),
-        device: str = typer.Option(
-            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
-        ),
-        dtype: str = typer.Option(
-            None, "--dtype", help="float32, bfloat16, ... (default by device)."
-        ),
+        batch_size: ForwardBatchOpt = 16,
+        max_tokens: MaxTokensOpt = None,
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
     ) -> None:
         """Logistic probes on per-answer adapter scalars and each adapter's role.
 
@@ -189,8 +189,8 @@ def register(app: typer.Typer) -> None:
         directions: Path = typer.Argument(
             ..., help="Direction file [n_layers, d_model] (from `misdirection extract`)."
         ),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+        model: ModelOpt = "smollm2-135m",
+        adapter: OrganismOpt = [],  # noqa: B006 - typer needs a literal default
         out: Path = typer.Option(None, "--out", "-o", help="CSV file for the table."),
         device: str = typer.Option("cpu", "--device", help="Device to load the model on."),
     ) -> None:
@@ -225,23 +225,19 @@ def register(app: typer.Typer) -> None:
         directions: Path = typer.Argument(
             ..., help="Direction file [n_layers, d_model] (from `misdirection extract`)."
         ),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+        adapter: OrganismOpt = [],  # noqa: B006 - typer needs a literal default
         out: Path = typer.Option(
             ...,
             "--out",
             "-o",
             help="Output folder: results.json, effects.csv, the cached conditions.",
         ),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-        questions: str = typer.Option(
-            "core", "--questions", "-q", help="Question YAML file or built-in set."
-        ),
-        n: int = typer.Option(None, "--n", "-n", min=1, help="Answers per paraphrase."),
-        max_new_tokens: int = typer.Option(
-            400, "--max-new-tokens", "-t", min=1, help="Token limit per answer."
-        ),
-        seed: int = typer.Option(0, "--seed", "-s", min=0, help="Sampling seed."),
-        judge: str = typer.Option(None, "--judge", "-j", help="Judge spec (default: auto)."),
+        model: ModelOpt = "smollm2-135m",
+        questions: QuestionsOpt = "core",
+        n: NOpt = None,
+        max_new_tokens: TokensOpt = 400,
+        seed: SeedOpt = 0,
+        judge: JudgeOpt = None,
         source_layer: int = typer.Option(
             None,
             "--source-layer",
@@ -253,15 +249,9 @@ def register(app: typer.Typer) -> None:
             min=0,
             help="K random directions (same norm) projected out instead.",
         ),
-        max_coherence_drop: float = typer.Option(
-            0.10,
-            "--max-coherence-drop",
-            min=0.0,
-            max=1.0,
-            help="Largest fall of the coherent share for an EM change to count (0.10 = 10 points).",
-        ),
-        device: str = typer.Option(None, "--device", help="Device to load the model on."),
-        progress: bool = typer.Option(True, help="Show progress bars."),
+        max_coherence_drop: MaxDropOpt = 0.10,
+        device: DeviceOpt = None,
+        progress: ProgressOpt = True,
     ) -> None:
         """Project the direction out of the rank-1 adapters' B vectors and measure the effect on EM and coherence (with random controls)."""
         from rich.console import Console
@@ -275,9 +265,14 @@ def register(app: typer.Typer) -> None:
             write_results,
         )
         from misdirection.lora import BVectorAblation
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.results import EffectPolicy, effects_rich_table
 
-        ds = DirectionSet.load(directions)  # a bad file fails before the model loads
+        ds = DirectionSet.load(directions)  # a bad file or layer fails before the model loads
+        shape = check_layers(
+            model, {"--source-layer": [] if source_layer is None else [source_layer]}
+        )
+        check_fits(ds.directions, model, str(directions), shape=shape)
         question_set = load_questions(questions)
         lm = _load(model, adapter, device, None)
         console = Console()
@@ -319,30 +314,30 @@ def register(app: typer.Typer) -> None:
         scale: float = typer.Option(
             1.0, "--scale", help="Steering scale (times the unit direction)."
         ),
-        model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-        adapter: list[str] = typer.Option([], "--adapter", "-a", help=ADAPTER_HELP),
+        model: ModelOpt = "smollm2-135m",
+        adapter: OrganismOpt = [],  # noqa: B006 - typer needs a literal default
         out: Path = typer.Option(
             Path("convergence"), "--out", "-o", help="Output folder (CSV + PNG)."
         ),
         max_answers: int = typer.Option(
             64, "--max-answers", help="Use at most this many answers (first rows)."
         ),
-        batch_size: int = typer.Option(8, "--batch-size", help="Answers per forward pass."),
-        max_tokens: int = typer.Option(
-            None, "--max-tokens", help="Truncate answers to this many tokens."
-        ),
-        device: str = typer.Option(
-            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
-        ),
+        batch_size: ForwardBatchOpt = 8,
+        max_tokens: MaxTokensOpt = None,
+        device: DeviceOpt = None,
     ) -> None:
         """Downstream convergence: the adapter vs steering the base with a direction.
 
         Both are compared with the base model (all adapters scaled to 0): per layer, the cosine between the residual changes they induce over the answer tokens.
         """
+        from misdirection.directions import DirectionSet
         from misdirection.interventions import Compose, Steer
         from misdirection.judge.scoring import read_table
         from misdirection.lora import AdapterScaling, downstream_convergence, plot_convergence
+        from misdirection.model_shape import check_fits
 
+        # A direction or layer that cannot fit fails before the model loads.
+        check_fits(DirectionSet.load(directions).directions, model, str(directions), [layer])
         lm = _load(model, adapter, device, None)
         table = read_table(answers).head(max_answers)
         off = AdapterScaling({"all": 0.0})

@@ -57,14 +57,16 @@ def register(app: typer.Typer) -> None:
 
         from misdirection.data.chat import load_chat_dataset
         from misdirection.directions import DirectionSet
+        from misdirection.model_shape import check_layers, model_shape
         from misdirection.models import load_model
-        from misdirection.training_time.defence import check_direction_fits, model_shape
+        from misdirection.training_time.defence import check_direction_fits
         from misdirection.training_time.screening import screen_rows
 
         ds = DirectionSet.load(directions)
-        shape = model_shape(model)
+        shape = model_shape(model)  # a direction or layer that cannot fit fails before loading
+        check_layers(model, {"--layer": [] if layer is None else [layer]}, shape)
         if shape is not None:
-            check_direction_fits(ds, *shape, None if layer is None else [layer], "--directions")
+            check_direction_fits(ds, shape.n_layers, shape.d_model, None, "--directions")
         screened = list(load_chat_dataset(data, "train").rows)[:rows]
         labels = [data] * len(screened)
         if benign is not None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from misdirection.cli._shared import AdapterOpt, DeviceOpt, DtypeOpt, ForwardBatchOpt, ModelOpt
+
 
 def _numbers(text: str, what: str, cast: type) -> list:
     from misdirection.errors import ConfigError
@@ -29,12 +31,8 @@ def register(app: typer.Typer) -> None:
             help="Direction file (.safetensors, .pt or .npy): one row per layer, or a single vector.",
             show_default=False,
         ),
-        model: str = typer.Option(
-            "smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."
-        ),
-        adapter: list[str] = typer.Option(
-            [], "--adapter", "-a", help="PEFT adapter folder(s) to steer on top of."
-        ),
+        model: ModelOpt = "smollm2-135m",
+        adapter: AdapterOpt = [],  # noqa: B006 - typer needs a literal default
         out: Path = typer.Option(
             ..., "--out", "-o", help="Output folder: sweep.csv, sweep.png, chosen.json."
         ),
@@ -75,13 +73,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(
             0, "--seed", help="Seed of the pair subsample and of judged sampling."
         ),
-        batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
-        device: str = typer.Option(
-            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
-        ),
-        dtype: str = typer.Option(
-            None, "--dtype", help="float32, bfloat16, ... (default by device)."
-        ),
+        batch_size: ForwardBatchOpt = 8,
+        device: DeviceOpt = None,
+        dtype: DtypeOpt = None,
     ) -> None:
         """Steer at each candidate layer and scale; score the shift of log p(misaligned answer) -
         log p(aligned answer) (teacher forced, judge-free) and optionally the judged EM share;
@@ -91,17 +85,22 @@ def register(app: typer.Typer) -> None:
 
         from misdirection.directions import DirectionSet
         from misdirection.layer_select import select_layer
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.models import load_model
 
         ds = DirectionSet.load(directions)
         scale_list = _numbers(scales, "--scales", float)
+        chosen: list[int] | None = None
+        if layers is not None and layers.strip().lower() != "all":
+            chosen = _numbers(layers, "--layers", int)
+        # A direction or layer that cannot fit fails before the model loads.
+        shape = check_layers(model, {"--layers": chosen or []})
+        check_fits(ds.directions, model, str(directions), shape=shape)
         lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         if layers is None:
             layer_list: list[int] | None = list(range(0, lm.view.n_layers, 3))
-        elif layers.strip().lower() == "all":
-            layer_list = None
         else:
-            layer_list = _numbers(layers, "--layers", int)
+            layer_list = chosen  # None: every layer
         judge_obj = None
         if judge:
             from misdirection.judge import get_judge

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from misdirection.cli._shared import DeviceOpt, ModelOpt
 from misdirection.errors import ConfigError
 
 
@@ -32,9 +33,7 @@ def register(app: typer.Typer) -> None:
             "-o",
             help="Output folder for the PEFT adapter, run_card.json and checkpoints.",
         ),
-        model: str = typer.Option(
-            "smollm2-135m", "--model", "-m", help="Embedded alias, local folder or Hub id."
-        ),
+        model: ModelOpt = "smollm2-135m",
         recipe: str = typer.Option(
             "rank1-9", "--recipe", "-r", help="LoRA recipe: rank1-9, rank1-single or all-r32."
         ),
@@ -93,9 +92,7 @@ def register(app: typer.Typer) -> None:
             min=1,
             help="How many checkpoints to keep (raise it to study training dynamics with `misdirection lora dynamics`).",
         ),
-        device: str | None = typer.Option(
-            None, "--device", help="cpu, cuda, ... (default: cuda when available)."
-        ),
+        device: DeviceOpt = None,
         threads: int | None = typer.Option(
             None, "--threads", help="CPU threads (default: the cores this process may use)."
         ),
@@ -133,7 +130,10 @@ def register(app: typer.Typer) -> None:
             checkpoint_every=checkpoint_every,
         )  # fmt: skip
         get_recipe(recipe, **overrides)  # fail on a bad recipe/override before loading anything
+        from misdirection.model_shape import check_layers
         from misdirection.training_time.defence import training_interventions
+
+        check_layers(model, {"--layers": overrides["layers"] or []})
 
         interventions = training_interventions(model, ablate, steer, scale)
         eval_data = None

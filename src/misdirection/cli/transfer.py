@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -121,11 +121,26 @@ def register(app: typer.Typer) -> None:
 
         from misdirection.data.questions import load_questions
         from misdirection.directions import DirectionSet
-        from misdirection.evaluate import parse_layers, transfer
+        from misdirection.evaluate import parse_layers, resolve_control_kind, transfer
+        from misdirection.interventions import Ablate, check_ablation_mode
+        from misdirection.model_shape import check_fits, check_layers
         from misdirection.models import load_model
-        from misdirection.reliability import samples_path
         from misdirection.results import effects_rich_table
 
+        target_map = parse_targets(targets)
+        modes = [check_ablation_mode(m, "--mode") for m in mode or ["layerwise", "single"]]
+        layer_list = parse_layers(layers)
+        ds = DirectionSet.load(direction)  # a bad file or layer fails before the model loads
+        shape = check_layers(
+            model,
+            {
+                "--source-layer": [source_layer],
+                "--layers": [] if layer_list == "all" else layer_list,
+            },
+        )
+        check_fits(ds.directions, model, str(direction), shape=shape)
+        control = resolve_control_kind(control_kind, Ablate(ds))  # "auto": the registered rule
+        # The judge (the default one takes seconds to build) after the cheap checks.
         backend, judged = judging(
             judge,
             device,
@@ -137,10 +152,6 @@ def register(app: typer.Typer) -> None:
             max_coherence_drop,
         )
         options = sampler_options(sampler, sampler_option)
-        target_map = parse_targets(targets)
-        ds = DirectionSet.load(direction)
-        if control_kind == "auto":
-            control_kind = "variance-matched" if samples_path(direction).is_file() else "isotropic"
         question_set = load_questions(questions)
         base = load_model(model, device=device)
         results = transfer(
@@ -150,10 +161,10 @@ def register(app: typer.Typer) -> None:
             source_layer,
             question_set,
             backend,
-            modes=_modes(mode),
-            layers=parse_layers(layers),
+            modes=modes,
+            layers=layer_list,
             random_controls=random_control,
-            control_kind=control_kind,  # type: ignore[arg-type]
+            control_kind=control,
             n=n,
             max_new_tokens=max_new_tokens,
             seed=seed,
@@ -173,18 +184,3 @@ def register(app: typer.Typer) -> None:
             )
         )
         console.print(f"wrote {out / 'transfer.csv'} and {out / 'results.json'}")
-
-
-def _modes(modes: list[str]) -> list[Literal["layerwise", "single"]]:
-    """The ablation modes asked for (default both); an unknown one fails with its name."""
-    from misdirection.errors import ConfigError
-
-    out: list[Literal["layerwise", "single"]] = []
-    for m in modes or ["layerwise", "single"]:
-        if m == "layerwise":
-            out.append("layerwise")
-        elif m == "single":
-            out.append("single")
-        else:
-            raise ConfigError(f"--mode must be layerwise or single, got {m!r}")
-    return out

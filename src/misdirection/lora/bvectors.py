@@ -16,6 +16,7 @@ import pandas as pd
 
 from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError, DataError, ShapeError
+from misdirection.intervention_registry import register_intervention
 from misdirection.lora.adapters import _view, find_lora_adapters
 from misdirection.lora.encoding import (
     _batches,
@@ -70,6 +71,7 @@ def b_direction_cosines(model: Any, directions: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@register_intervention
 class BVectorAblation:
     """Weight-form ablation of a direction from rank-1 adapters' B vectors: ``B <- B - (B.u) u``.
 
@@ -80,6 +82,8 @@ class BVectorAblation:
     """
 
     kind = "ablate-b"
+    condition_kind = "ablate-b"
+    control_kind = "variance-matched"  # an ablation: same variance removed, when on disk
 
     def __init__(
         self,
@@ -89,8 +93,7 @@ class BVectorAblation:
     ) -> None:
         from misdirection.direction_set import as_direction_set
 
-        self.direction_set = as_direction_set(directions)
-        self.directions = self.direction_set.directions
+        self.directions = as_direction_set(directions)
         self.layers = None if layers is None else [int(x) for x in layers]
         self.source_layer = source_layer
 
@@ -99,7 +102,7 @@ class BVectorAblation:
 
         return {
             "kind": self.kind,
-            "directions": self.direction_set.reference(),
+            "directions": self.directions.reference(),
             "layers": "all" if self.layers is None else self.layers,
             "mode": "layerwise" if self.source_layer is None else "single",
             "source_layer": self.source_layer,
@@ -119,12 +122,16 @@ class BVectorAblation:
             spec.get("source_layer"),
         )
 
+    def with_directions(self, directions: Any) -> BVectorAblation:
+        """The same ablation of other directions (a random control's)."""
+        return type(self)(directions, self.layers, self.source_layer)
+
     @contextlib.contextmanager
     def apply(self, model: Any) -> Iterator[list[str]]:
         import torch
 
         view = _view(model)
-        d = _directions_tensor(self.directions, view.n_layers, view.d_model)
+        d = _directions_tensor(self.directions.directions, view.n_layers, view.d_model)
         selection = "all" if self.layers is None else self.layers
         chosen = resolve_adapter_selection(
             model, [selection] if selection == "all" else selection, rank_one=True
@@ -192,7 +199,7 @@ def downstream_convergence(
     """
     import torch
 
-    from misdirection.hooks import block_output_hooks
+    from misdirection.hooks import resid_post, residual_hooks
 
     model = lm.model
     view = lm.view
@@ -220,7 +227,7 @@ def downstream_convergence(
 
         ctx = intervention.apply(model) if intervention is not None else contextlib.nullcontext()
         # Capture hooks go on after the intervention's, so they see what it wrote.
-        with ctx, block_output_hooks(view.blocks, {i: keep(i) for i in range(L)}):
+        with ctx, residual_hooks(view, {resid_post(i): keep(i) for i in range(L)}):
             try:
                 model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
             except TypeError:  # models without logits_to_keep

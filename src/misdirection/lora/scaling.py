@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from misdirection.errors import ConfigError, LayerIndexError
+from misdirection.intervention_registry import register_intervention
 from misdirection.lora.adapters import (
     LoraAdapter,
     NoRankOneAdapterError,
@@ -109,6 +110,7 @@ def resolve_adapter_selection(
     return chosen
 
 
+@register_intervention
 class AdapterScaling:
     """Scale chosen LoRA adapters' contributions by factors while active (others untouched).
 
@@ -121,6 +123,12 @@ class AdapterScaling:
         AdapterScaling.from_strings(["15,16=2.0", "21-23=-1"])
     """
 
+    kind = "scale-adapters"
+    # Conditions and effects have said "adapter-scaling" since the first results files.
+    condition_kind = "adapter-scaling"
+    # Scaling an adapter moves along its own B vector: there is no random-direction counterpart.
+    control_kind = None
+
     def __init__(self, scales: Mapping[int | str, float]) -> None:
         if not scales:
             raise ConfigError("adapter scaling needs at least one LAYERS=FACTOR entry")
@@ -132,8 +140,6 @@ class AdapterScaling:
     @classmethod
     def from_strings(cls, items: Sequence[str]) -> AdapterScaling:
         return cls(parse_adapter_scales(items))
-
-    kind = "scale-adapters"
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "scales": {str(k): float(v) for k, v in self.scales.items()}}

@@ -15,7 +15,6 @@ what it cost the narrow task: the held-out log-likelihood of the training domain
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from misdirection.directions import DirectionSet, as_direction_set
-from misdirection.errors import ConfigError, ShapeError
+from misdirection.errors import ConfigError, LayerIndexError, ShapeError
 from misdirection.evaluate import parse_layers
 from misdirection.interventions import Ablate, Steer
 from misdirection.models import LoadedModel
@@ -34,7 +33,6 @@ __all__ = [
     "NarrowTaskCost",
     "check_direction_fits",
     "heldout_row_logliks",
-    "model_shape",
     "narrow_task_cost",
     "parse_direction_arg",
     "training_ablation",
@@ -56,28 +54,6 @@ def parse_direction_arg(text: str) -> tuple[Path, LayersArg | None]:
     return Path(body), parse_layers(tail)
 
 
-def model_shape(spec: str) -> tuple[int, int] | None:
-    """(n_layers, d_model) of a model spec read from its config alone, or None when not local.
-
-    Lets a direction of the wrong width or a layer out of range fail before the weights load.
-    """
-    from misdirection.models import EMBEDDED_MODELS, cache_dir
-
-    if spec in EMBEDDED_MODELS:
-        folder = cache_dir() / "models" / spec
-    else:
-        folder = Path(spec).expanduser()
-    config = folder / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        cfg = json.loads(config.read_text())
-        cfg = cfg.get("text_config") or cfg
-        return int(cfg["num_hidden_layers"]), int(cfg["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError):  # the model load reports a bad config
-        return None
-
-
 def check_direction_fits(
     directions: DirectionSet,
     n_layers: int,
@@ -97,9 +73,10 @@ def check_direction_fits(
             "(a direction file holds one row per layer, or a single row)"
         )
     if isinstance(layers, list):
-        bad = [x for x in layers if not -n_layers <= x < n_layers]
+        # 0-based block outputs: a negative layer is refused (the range says what is valid).
+        bad = [x for x in layers if not 0 <= x < n_layers]
         if bad:
-            raise ConfigError(
+            raise LayerIndexError(
                 f"{where}: layer(s) {bad} out of range for this {n_layers}-layer model "
                 f"(valid 0..{n_layers - 1})"
             )
@@ -155,6 +132,8 @@ def training_interventions(
     """
     if (steer is None) != (scale is None):
         raise ConfigError("--steer FILE needs --scale S, and --scale only applies with --steer")
+    from misdirection.model_shape import check_layers, model_shape
+
     shape = model_shape(model)
     out: list[Any] = []
     for flag, arg in (("--ablate", ablate), ("--steer", steer)):
@@ -163,7 +142,11 @@ def training_interventions(
         path, layers = parse_direction_arg(arg)
         ds = DirectionSet.load(path)
         if shape is not None:
-            check_direction_fits(ds, *shape, layers, f"{flag} {arg}")
+            check_direction_fits(ds, shape.n_layers, shape.d_model, layers, f"{flag} {arg}")
+        else:  # a Hub id: the upper bound is checked once it loads
+            check_layers(
+                model, {f"{flag} {arg}: layer": layers if isinstance(layers, list) else []}
+            )
         if flag == "--ablate":
             out.append(training_ablation(ds, layers))
         else:

@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 
 from misdirection.directions import DirectionSet, as_direction_set
 from misdirection.errors import ConfigError
-from misdirection.hooks import block_output_hooks
+from misdirection.hooks import resid_post, residual_hooks
 from misdirection.results import Share
 
 __all__ = [
@@ -166,7 +166,7 @@ def batch_projections(
 
         return hook
 
-    with block_output_hooks(view.blocks, {layer: make(k) for k, layer in enumerate(layers)}):
+    with residual_hooks(view, {resid_post(layer): make(k) for k, layer in enumerate(layers)}):
         for batch in batches:
             current["mask"] = batch.labels != IGNORE_INDEX
             count += int(current["mask"].sum())

@@ -89,6 +89,7 @@ def run_defence_stage(runner: Any) -> DefenceStageResult | None:
     """Run the config's ``defence:`` section on a :class:`misdirection.study.pipeline.StudyRunner`."""
     from misdirection.data.chat import load_chat_dataset
     from misdirection.evaluate import control_interventions
+    from misdirection.intervention_registry import intervention_info
     from misdirection.store import stable_hash
     from misdirection.train import train_organism
     from misdirection.training_time.monitor import Monitor
@@ -225,17 +226,16 @@ def run_defence_stage(runner: Any) -> DefenceStageResult | None:
     for method in spec.defences:
         if method.kind == "ablate":
             intervention: Any = training_ablation(d.directions, method.layers)
-            control_kind = "variance-matched"
-            activations = _stacked(d.samples)
         else:
             intervention = training_steer(d.directions, float(method.scale or 0.0), method.layers)
-            control_kind = "isotropic"
-            activations = None
+        # The intervention's registered control; the direction's own answers are at hand here.
+        control_kind = intervention_info(intervention).control_kind or "isotropic"
+        activations = _stacked(d.samples) if control_kind == "variance-matched" else None
         controls = control_interventions(
             intervention,
             spec.random_controls,
             first_seed=seed,
-            kind=control_kind,  # type: ignore[arg-type]
+            kind=control_kind,
             activations=activations,
             save_to=store.root / "controls",
         )
