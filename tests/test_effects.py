@@ -95,8 +95,8 @@ def test_controls_cell_shows_the_controls_coherence_beside_their_em():
     after = cond("ablated", em=5, coherent=20, kind="ablate")
     controls = [cond(f"random-{i}", em=0, coherent=i, kind="control") for i in range(5)]
     e = compare(before, after, name="ablate", kind="ablate", controls=controls)
-    cell = effect_cells(e)[9]
+    cell = effect_cells(e)[10]
     assert cell.startswith("K=5 isotropic: EM change -20.0 .. -20.0 pts, ")
     assert "coherent change -60.0 .. -56.0 pts; within the controls, rank p = 1.00" in cell
     scaled = compare(before, after, name="scale", kind="adapter-scaling")
-    assert effect_cells(scaled)[9] == "none (adapter scaling has no random-direction control)"
+    assert effect_cells(scaled)[10] == "none (adapter scaling has no random-direction control)"

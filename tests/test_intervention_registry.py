@@ -176,11 +176,30 @@ def test_the_toy_runs_through_the_engine_with_random_controls_and_renders(lm, tm
 
     # The CLI's renderings of an effect.
     cells = effect_cells(effect)
-    assert cells[0] == "nudge" and cells[9].startswith("K=2 isotropic: EM change")
+    assert cells[0] == "nudge" and cells[10].startswith("K=2 isotropic: EM change")
     console = Console(record=True, width=200)
     console.print(effects_rich_table([effect], title="toy"))
     text = console.export_text()
     assert "nudge (judge fake:hash)" in text and "random controls: K=2 isotropic" in text
+
+    # The study report: a section of its own, titled from the class, the same cells as the CLI.
+    from misdirection.report import render_report
+    from misdirection.study_results import StudyResults
+
+    study = StudyResults(
+        study="toy",
+        base_model="tiny",
+        seed=0,
+        created="now",
+        config={},
+        conditions=list(engine.results.values()),
+        effects=[effect],
+    )
+    (tmp_path / "results.json").write_text(study.model_dump_json())
+    md = render_report(tmp_path)["markdown"].read_text()
+    title = "Intervention toy-mid-nudge: Toy: add ``scale * v`` to the mid-block residual"
+    assert f"## {title}" in md
+    assert "| nudge | " + " | ".join(c.replace("|", "\\|") for c in cells[1:]) + " |" in md
 
 
 def test_a_kind_is_registered_once_and_unknown_kinds_are_named():

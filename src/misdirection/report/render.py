@@ -55,6 +55,21 @@ EFFECT_SECTIONS: dict[EffectKind, str] = {
 }
 
 
+def effect_sections(results: StudyResults) -> dict[str, str]:
+    """Effect kinds in report order with their titles: the built-in ones, then any other kind the
+    results hold (a registered intervention of the user's own), titled by its class's docstring."""
+    from misdirection.intervention_registry import registered
+
+    sections: dict[str, str] = dict(EFFECT_SECTIONS)
+    classes = {info.condition_kind: info.cls for info in registered().values()}
+    for e in results.effects:
+        if e.kind not in sections:
+            doc = (classes[e.kind].__doc__ or "").strip() if e.kind in classes else ""
+            first = doc.split("\n", 1)[0].rstrip(".")
+            sections[e.kind] = f"Intervention {e.kind}" + (f": {first}" if first else "")
+    return sections
+
+
 def _judges(items: Sequence[ConditionResult | Effect]) -> str:
     return ", ".join(dict.fromkeys(i.judge for i in items)) or "?"
 
@@ -532,7 +547,7 @@ def build_report(results: StudyResults, figures: dict[str, Path]) -> Report:
         training_section(results, figures),
         *(
             effects_section(results, kind, title, figures)
-            for kind, title in EFFECT_SECTIONS.items()
+            for kind, title in effect_sections(results).items()
         ),
         directions_section(results, figures),
         cosine_section(results, figures),
@@ -628,7 +643,7 @@ def render_report(run_dir: str | Path) -> dict[str, Path]:
     folder = report_dir / "figures"
     if folder.is_dir():  # a re-render must not keep figures of sections that are gone
         shutil.rmtree(folder)
-    figures = fig.draw_all(results, folder, EFFECT_SECTIONS)
+    figures = fig.draw_all(results, folder, effect_sections(results))
     for extra in results.geometry.figures if results.geometry else []:
         source = run_dir / extra
         if source.is_file():
