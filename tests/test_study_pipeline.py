@@ -44,7 +44,7 @@ def study_run(tmp_path_factory):
         "base_model": str(root / "tiny"),
         "seed": 1,
         "organisms": [
-            {"name": "a", "train": {"data": "bad-medical", **train}},
+            {"name": "a", "train": {"data": "bad-medical", "curve_every": 1, **train}},
             {"name": "b", "train": {"data": "extreme-sports", **train}},
         ],
         "sampling": {"questions": ["core"], "samples_per_paraphrase": 1, "max_new_tokens": 4},
@@ -113,6 +113,10 @@ def test_every_analysis_is_typed_and_the_rerun_is_identical(study_run):
     assert results.geometry is not None and results.geometry.markdown_without_massive
     assert {r.vector for r in results.geometry.base_ceilings} == {"a", "b"}
     assert results.training[0].steps == 2
+    # The curve: the base at step 0, the saved adapter of step 1, the organism at step 2.
+    curve = results.training[0].curve
+    assert [(p.step, p.condition) for p in curve] == [(0, "base"), (1, "a@step-1"), (2, "a")]
+    assert not results.training[1].curve
     assert all(c.misaligned is not None for c in results.conditions)
     # A second run reuses every cached stage and writes the same numbers.
     for key in ("conditions", "effects", "directions", "cosine", "geometry", "training"):
@@ -120,3 +124,4 @@ def test_every_analysis_is_typed_and_the_rerun_is_identical(study_run):
     md = render_report(run)["markdown"].read_text()
     assert "## Fine-tuning: each organism against the base model" in md
     assert "Pooled: aligned answers" in md
+    assert "a against training steps (step 0: the base model" in md

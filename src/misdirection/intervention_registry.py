@@ -66,7 +66,7 @@ CONTROL_KINDS: tuple[ControlKind, ...] = ("isotropic", "variance-matched")
 
 #: Condition kinds that are no intervention: the base model, an organism, a random control of an
 #: intervention, a plain evaluation, and more answers drawn for extraction only.
-CONDITION_KINDS = ("base", "organism", "control", "evaluate", "extract")
+CONDITION_KINDS = ("base", "organism", "control", "evaluate", "extract", "checkpoint")
 #: Effect kinds that are analyses, not one intervention: ablating one organism's direction from
 #: others, an intervention evaluated from the CLI, a defence applied during fine-tuning, and an
 #: organism against the base model (what fine-tuning did).

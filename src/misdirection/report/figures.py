@@ -300,6 +300,33 @@ def cosine_figure(results: StudyResults, out: Path) -> Path | None:
     return save_figure(fig, out, dpi=110)
 
 
+def curve_figure(results: StudyResults, out: Path) -> Path | None:
+    """EM, coherent and misaligned shares of each organism against its training steps."""
+    runs = [t for t in results.training if t.curve]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
+    for ax, run in zip(axes[0], runs, strict=True):
+        steps = [p.step for p in run.curve]
+        for label, colour, shares in (
+            ("EM", EM_COLOUR, [p.em for p in run.curve]),
+            ("coherent", COHERENT_COLOUR, [p.coherent for p in run.curve]),
+            ("misaligned, coherent or not", MC_COLOUR, [p.misaligned for p in run.curve]),
+        ):
+            values = [100 * (s.value or 0) if s is not None else float("nan") for s in shares]
+            low = [100 * (s.low or 0) if s is not None else float("nan") for s in shares]
+            high = [100 * (s.high or 0) if s is not None else float("nan") for s in shares]
+            ax.plot(steps, values, marker="o", color=colour, label=label)
+            ax.fill_between(steps, low, high, color=colour, alpha=0.15)
+        ax.set_title(f"{run.organism} ({run.recipe})")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("% of answers")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return save_figure(fig, out, dpi=110)
+
+
 def reliability_figure(results: StudyResults, out: Path) -> Path | None:
     """Split-half reliability per layer of every direction, with and without massive dimensions.
 
@@ -347,6 +374,7 @@ def draw_all(results: StudyResults, folder: Path, titles: dict[EffectKind, str])
         "training": training_losses(results, folder / "training.png"),
         "cosine": cosine_figure(results, folder / "cosine.png"),
         "reliability": reliability_figure(results, folder / "reliability.png"),
+        "curve": curve_figure(results, folder / "curve.png"),
     }
     for kind, title in titles.items():
         effects = effects_of(results, kind)

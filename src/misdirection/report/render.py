@@ -191,6 +191,39 @@ def training_section(results: StudyResults, figures: dict[str, Path]) -> Section
         ],
     )
     s.add_figure(figures, "training", "Training loss")
+    for t in results.training:
+        if not t.curve:
+            continue
+        s.text(
+            f"{t.organism} against training steps (step 0: the base model; the last step: the "
+            "organism):"
+        )
+        s.add_table(
+            [
+                "step",
+                "answers",
+                "EM [95% CI]",
+                "coherent [95% CI]",
+                "misaligned, coherent or not [95% CI]",
+                "misaligned among coherent [95% CI]",
+            ],
+            [
+                [
+                    p.step,
+                    p.n,
+                    pct(p.em),
+                    pct(p.coherent),
+                    pct(p.misaligned),
+                    pct(p.misaligned_coherent, counts=True),
+                ]
+                for p in t.curve
+            ],
+        )
+    s.add_figure(
+        figures,
+        "curve",
+        "EM, coherent and misaligned shares against training steps (95% intervals)",
+    )
     return s
 
 

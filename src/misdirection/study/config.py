@@ -30,6 +30,14 @@ class TrainSpec(BaseModel):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="Recipe hyper-parameter overrides."
     )
+    curve_every: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Save the adapter every this many steps and evaluate each (EM, coherent and "
+            "misaligned shares against training steps, in the report's Training section)."
+        ),
+    )
 
 
 class OrganismSpec(BaseModel):

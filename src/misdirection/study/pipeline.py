@@ -90,6 +90,7 @@ class StudyRunner:
         )
         self.policy = EffectPolicy(max_coherence_drop=config.judging.max_coherence_drop)
         self.state = StudyState()
+        self._snapshots: dict[str, tuple[Any, str]] = {}
         self.base: LoadedModel | None = None
         self._engine: Engine | None = None
 
@@ -175,7 +176,7 @@ class StudyRunner:
     # ------------------------------------------------------------------ stages
     def train_all(self) -> None:
         from misdirection.data.chat import load_chat_dataset
-        from misdirection.train import RUN_CARD, train_organism
+        from misdirection.train import RUN_CARD, AdapterSnapshots, train_organism
 
         for org in self.config.organisms:
             if org.adapter:
@@ -194,9 +195,16 @@ class StudyRunner:
                     "recipe": org.train.recipe,
                     "overrides": org.train.overrides,
                     "seed": self.config.seed,
+                    # Only curves add a key: organisms trained before keep their cache.
+                    **({"curve_every": org.train.curve_every} if org.train.curve_every else {}),
                 },
             )
             out = stage.dir / "adapter"
+            snapshots = (
+                AdapterSnapshots(org.train.curve_every, stage.dir / "curve")
+                if org.train.curve_every
+                else None
+            )
             if not stage.done:
                 self.log(f"training organism {org.name} ({org.train.recipe} on {org.train.data})")
                 stage.start()
@@ -210,6 +218,7 @@ class StudyRunner:
                         out,
                         eval_data=org.train.data,
                         progress=self.progress,
+                        on_step=snapshots,
                         **overrides,
                     )
                 card = json.loads((out / RUN_CARD).read_text())
@@ -219,6 +228,40 @@ class StudyRunner:
                 self.log(f"organism {org.name}: cached")
             self.state.training.append(TrainingRun.model_validate(stage.result()))
             self.engine.add_adapter(org.name, str(out), stage.key)
+            if snapshots is not None:
+                self._snapshots[org.name] = (snapshots, stage.key)
+
+    def run_curves(self) -> None:
+        """EM, coherence and misalignment of each saved step of an organism (step 0: the base)."""
+        from misdirection.train import CurvePoint
+
+        base = self.condition("base")
+        for run in self.state.training:
+            if run.organism not in self._snapshots:
+                continue
+            snapshots, key = self._snapshots[run.organism]
+            points = [(0, base)]
+            for step in snapshots.steps():
+                if run.steps is not None and step >= run.steps:
+                    continue  # the final adapter is the organism itself
+                name = f"{run.organism}@step-{step}"
+                self.engine.add_adapter(
+                    name, str(snapshots.folder / f"step-{step}"), stable_hash([key, step])
+                )
+                points.append((step, self.engine.run(name, "checkpoint", organism=name)))
+            points.append((run.steps or 0, self.condition(run.organism)))
+            run.curve = [
+                CurvePoint(
+                    step=step,
+                    condition=c.name,
+                    n=c.n,
+                    em=c.em,
+                    coherent=c.coherent,
+                    misaligned=c.misaligned,
+                    misaligned_coherent=c.misaligned_coherent,
+                )
+                for step, c in points
+            ]
 
     def extract(self, organism: str | None) -> None:
         """The mean-diff direction of an organism's answers (``None``: of the base model's)."""
@@ -660,6 +703,7 @@ class StudyRunner:
                     settings={"organism": org.name},
                 )
             )
+        self.run_curves()
         if config.extract:
             if config.extract.base:
                 self.extract(None)

@@ -42,9 +42,10 @@ from misdirection.train.recipes import (
     get_recipe,
     target_module_names,
 )
-from misdirection.train.summary import TrainingRun
+from misdirection.train.summary import CurvePoint, TrainingRun
 from misdirection.train.trainer import (
     RUN_CARD,
+    AdapterSnapshots,
     TrainResult,
     TrainStep,
     default_threads,
@@ -52,6 +53,7 @@ from misdirection.train.trainer import (
 )
 
 __all__ = [
+    "AdapterSnapshots",
     "CHECKPOINTS",
     "IGNORE_INDEX",
     "RECIPES",
@@ -61,6 +63,7 @@ __all__ = [
     "Recipe",
     "TrainResult",
     "TrainStep",
+    "CurvePoint",
     "TrainingRun",
     "apply_lora",
     "assistant_spans",

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from misdirection.results import Share
+
 
 def _finite(value: Any) -> float | None:
     try:
@@ -14,6 +16,18 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+class CurvePoint(BaseModel):
+    """An organism's answers at one training step (step 0: the base model's)."""
+
+    step: int
+    condition: str
+    n: int
+    em: Share
+    coherent: Share
+    misaligned: Share | None = Field(None, description="aligned < 30, coherent or not.")
+    misaligned_coherent: Share
 
 
 class TrainingRun(BaseModel):
@@ -28,6 +42,9 @@ class TrainingRun(BaseModel):
     losses: list[float] = Field(default_factory=list)
     heldout_loglik_before: float | None = None
     heldout_loglik_after: float | None = None
+    curve: list[CurvePoint] = Field(
+        default_factory=list, description="EM and coherence at saved steps (curve_every)."
+    )
 
     @classmethod
     def from_card(

@@ -72,6 +72,34 @@ class TrainStep:
     batches: list[Batch]
 
 
+class AdapterSnapshots:
+    """An ``on_step`` callback that saves the adapter every ``every`` steps to ``folder/step-N``.
+
+    For curves of a behaviour against training (each snapshot is a standard PEFT adapter). Steps
+    a resumed run skipped are not saved again; :meth:`steps` lists what is there.
+    """
+
+    def __init__(self, every: int, folder: str | Path) -> None:
+        if every < 1:
+            raise ConfigError(f"snapshots every {every} steps: must be >= 1")
+        self.every = every
+        self.folder = Path(folder)
+
+    def __call__(self, event: TrainStep) -> None:
+        if event.step > 0 and event.step % self.every == 0:
+            event.lm.model.save_pretrained(self.folder / f"step-{event.step}")
+
+    def steps(self) -> list[int]:
+        """The steps whose adapters were saved, in order."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            int(p.name.removeprefix("step-"))
+            for p in self.folder.iterdir()
+            if p.name.startswith("step-") and (p / "adapter_config.json").is_file()
+        )
+
+
 class _Interrupt(Exception):
     """Raised by a test hook to simulate a crash between steps."""
 
