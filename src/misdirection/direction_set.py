@@ -192,7 +192,11 @@ def _json_or_str(value: str) -> Any:
         return value
 
 
-def as_direction_set(obj: DirectionSet | torch.Tensor | np.ndarray | str | Path) -> DirectionSet:
+#: What :func:`as_direction_set` accepts: a set, a [d] / [n_layers, d] tensor or array, or a file.
+DirectionsLike = DirectionSet | torch.Tensor | np.ndarray | str | Path
+
+
+def as_direction_set(obj: DirectionsLike) -> DirectionSet:
     """Accept a DirectionSet, a [d]/[n_layers, d] tensor or array, or a path to a direction file."""
     if isinstance(obj, DirectionSet):
         return obj

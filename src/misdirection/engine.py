@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
@@ -33,6 +33,7 @@ from misdirection.backends import BackendName, SamplingBackend, make_backend
 from misdirection.effects import compare
 from misdirection.errors import ConfigError
 from misdirection.metrics import Summary, Thresholds, summarize
+from misdirection.protocols import Intervention, Judge
 from misdirection.results import (
     ConditionKind,
     ConditionResult,
@@ -43,6 +44,11 @@ from misdirection.results import (
     Share,
 )
 from misdirection.store import RunStore, Stage
+
+if TYPE_CHECKING:
+    from misdirection.judge.base import Rubric
+    from misdirection.models import LoadedModel
+    from misdirection.protocols import LanguageModel
 
 #: Rubrics the EM summary needs.
 REQUIRED_RUBRICS = ("aligned", "coherent")
@@ -102,7 +108,7 @@ def question_prompts(questions: Iterable[Any]) -> dict[str, dict[str, str]]:
     }
 
 
-def resolve_judge(judge: Any, **options: Any) -> Any:
+def resolve_judge(judge: Judge | str | None, **options: object) -> Judge:
     """A Judge object as is; a spec string through :func:`get_judge`; None -> :func:`default_judge`."""
     from misdirection.judge import default_judge, get_judge
 
@@ -110,21 +116,23 @@ def resolve_judge(judge: Any, **options: Any) -> Any:
         return default_judge()
     if isinstance(judge, str):
         return get_judge(judge, **options)
-    if not callable(getattr(judge, "score", None)) or not isinstance(
-        getattr(judge, "name", None), str
-    ):
+    # Callers without a type checker: a wrong object fails here, before any answer is sampled.
+    if not isinstance(judge, Judge) or not callable(judge.score) or not isinstance(judge.name, str):
         raise ConfigError(
             f"judge must be a spec string or have .name and .score(); got {type(judge).__name__}"
         )
     return judge
 
 
-def check_intervention(lm: Any, intervention: Any) -> None:
+def check_intervention(lm: LanguageModel, intervention: Intervention | None) -> None:
     """Install and remove ``intervention`` once: layers, widths and adapter selections fail here."""
     if intervention is None:
         return
-    if not callable(getattr(intervention, "apply", None)) or not callable(
-        getattr(intervention, "spec", None)
+    # Callers without a type checker: a wrong object fails here, before any answer is sampled.
+    if (
+        not isinstance(intervention, Intervention)
+        or not callable(intervention.apply)
+        or not callable(intervention.spec)
     ):
         raise ConfigError(
             "an intervention needs spec() -> dict and apply(model) -> context manager"
@@ -201,14 +209,14 @@ class Engine:
 
     def __init__(
         self,
-        model: Any,
+        model: LanguageModel,
         questions: Iterable[Any],
-        judge: Any,
+        judge: Judge | str | None,
         *,
         store: RunStore | str | Path | None = None,
         sampling: SamplingSettings = SamplingSettings(),
-        rubrics: Sequence[Any] = REQUIRED_RUBRICS,
-        custom_rubrics: Mapping[str, Any] | None = None,
+        rubrics: Sequence[str | Rubric] = REQUIRED_RUBRICS,
+        custom_rubrics: Mapping[str, Rubric] | None = None,
         use_question_prompts: bool = True,
         thresholds: Thresholds = Thresholds(),
         policy: EffectPolicy | None = None,
@@ -263,7 +271,7 @@ class Engine:
         self.adapters[organism] = (adapter, key or adapter)
 
     @contextlib.contextmanager
-    def model_for(self, organism: str | None) -> Iterator[Any]:
+    def model_for(self, organism: str | None) -> Iterator[LanguageModel]:
         """The base model, or the base with an organism's adapter attached (removed on exit)."""
         from misdirection.models import adapter_attached
 
@@ -274,10 +282,13 @@ class Engine:
             raise ConfigError(
                 f"unknown organism {organism!r} (known: {', '.join(sorted(self.adapters)) or 'none'})"
             )
-        with adapter_attached(self.model, self.adapters[organism][0]) as lm:
+        # Attaching swaps the base's ``.model`` for the peft-wrapped one and back, which a
+        # LoadedModel allows (the LanguageModel protocol reads it only).
+        base = cast("LoadedModel", self.model)
+        with adapter_attached(base, self.adapters[organism][0]) as lm:
             yield lm
 
-    def check(self, intervention: Any, organism: str | None = None) -> None:
+    def check(self, intervention: Intervention | None, organism: str | None = None) -> None:
         """Install and remove an intervention on the model it will run on: fails before sampling."""
         with self.model_for(organism) as lm:
             check_intervention(lm, intervention)
@@ -285,8 +296,8 @@ class Engine:
     # ------------------------------------------------------------------ stages
     def _model_identity(self, organism: str | None) -> dict[str, Any]:
         return {
-            "model": str(getattr(self.model, "spec", "")),
-            "model_adapter": str(getattr(self.model, "adapter_spec", "") or ""),
+            "model": str(self.model.spec),
+            "model_adapter": str(self.model.adapter_spec or ""),
             "organism": None if organism is None else self.adapters[organism][1],
         }
 
@@ -294,7 +305,7 @@ class Engine:
         self,
         name: str,
         organism: str | None,
-        intervention: Any,
+        intervention: Intervention | None,
         samples_per_paraphrase: int | None,
         seed_offset: int = 0,
     ) -> Stage:
@@ -360,11 +371,9 @@ class Engine:
             {
                 "sample": sampled.key,
                 "judge": self.judge.name,
-                "rubrics": [r.name if getattr(r, "name", None) else str(r) for r in self.rubrics],
+                "rubrics": [r.name or str(r) for r in self.rubrics],
                 "rubric_prompts": hashlib.sha256(
-                    json.dumps(
-                        [str(getattr(r, "prompt", r)) for r in self.rubrics], sort_keys=True
-                    ).encode()
+                    json.dumps([r.prompt for r in self.rubrics], sort_keys=True).encode()
                 ).hexdigest(),
                 "question_prompts": self.prompts or {},
             },
@@ -393,7 +402,7 @@ class Engine:
         kind: ConditionKind = "evaluate",
         *,
         organism: str | None = None,
-        intervention: Any = None,
+        intervention: Intervention | None = None,
         samples_per_paraphrase: int | None = None,
         seed_offset: int = 0,
     ) -> ConditionResult:

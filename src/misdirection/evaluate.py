@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pandas as pd
 
@@ -34,6 +35,13 @@ from misdirection.intervention_registry import (
     registered,
 )
 from misdirection.metrics import Summary, Thresholds, summarize
+from misdirection.protocols import (
+    ComposedIntervention,
+    DirectionalIntervention,
+    Intervention,
+    Judge,
+    LanguageModel,
+)
 from misdirection.results import (
     ConditionKind,
     ConditionResult,
@@ -42,6 +50,16 @@ from misdirection.results import (
     JudgeInfo,
     Results,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from misdirection.direction_set import DirectionSet, DirectionsLike
+    from misdirection.judge.base import Rubric
+    from misdirection.models import LoadedModel
+
+    #: A transfer target: adapter folder(s), None / "" for the base itself, or a loaded model.
+    TransferTarget = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | LoadedModel | None
 
 # ----------------------------------------------------------------------------------------------
 # Small helpers
@@ -87,13 +105,12 @@ def parse_floats(text: str | Sequence[float], what: str = "scales") -> list[floa
     return values
 
 
-def direction_part(intervention: Any) -> Any:
+def direction_part(intervention: Intervention) -> DirectionalIntervention:
     """The part of an intervention whose directions random controls replace (itself, or the one
     direction-based part of a composition)."""
-    part = getattr(intervention, "direction_part", None)
-    if callable(part):
-        return part()
-    if not callable(getattr(intervention, "with_directions", None)):
+    if isinstance(intervention, ComposedIntervention):
+        return intervention.direction_part()
+    if not isinstance(intervention, DirectionalIntervention):
         raise ConfigError(
             f"random controls need a direction-based intervention (one with with_directions: "
             f"{', '.join(k for k, i in registered().items() if i.directional and k != 'compose')})"
@@ -102,16 +119,18 @@ def direction_part(intervention: Any) -> Any:
     return intervention
 
 
-def with_directions(intervention: Any, directions: Any) -> Any:
+def with_directions(intervention: Intervention, directions: DirectionSet) -> Intervention:
     """A copy of a direction-based intervention (or a Compose holding one) using other directions.
 
     Used for random controls: the same intervention with the reference replaced by a control set.
     """
-    direction_part(intervention)  # a clear error for interventions without directions
-    return intervention.with_directions(directions)
+    part = direction_part(intervention)  # a clear error for interventions without directions
+    if isinstance(intervention, ComposedIntervention):
+        return intervention.with_directions(directions)
+    return part.with_directions(directions)
 
 
-def resolve_control_kind(kind: str, intervention: Any) -> ControlKind:
+def resolve_control_kind(kind: str, intervention: Intervention) -> ControlKind:
     """The random control of ``intervention``: ``kind``, or for ``"auto"`` its registered one.
 
     ``auto``: the intervention class's ``control_kind`` (:mod:`misdirection.intervention_registry`);
@@ -127,7 +146,7 @@ def resolve_control_kind(kind: str, intervention: Any) -> ControlKind:
     declared = intervention_info(part).control_kind
     if declared != "variance-matched":
         return "isotropic"
-    path = getattr(part.directions, "path", None)
+    path = part.directions.path
     return "variance-matched" if path is not None and samples_path(path).is_file() else "isotropic"
 
 
@@ -153,17 +172,17 @@ class Evaluation:
 
 
 def make_engine(
-    lm: Any,
+    lm: LanguageModel,
     questions: Iterable[Any],
-    judge: Any,
+    judge: Judge | str | None,
     *,
     n: int | None,
     max_new_tokens: int,
     seed: int,
     out: str | Path | None = None,
-    rubrics: Sequence[Any] = REQUIRED_RUBRICS,
+    rubrics: Sequence[str | Rubric] = REQUIRED_RUBRICS,
     thresholds: Thresholds = Thresholds(),
-    custom_rubrics: Mapping[str, Any] | None = None,
+    custom_rubrics: Mapping[str, Rubric] | None = None,
     batch_size: int = 32,
     temperature: float = 1.0,
     use_question_prompts: bool = True,
@@ -202,11 +221,11 @@ def make_engine(
 
 
 def evaluate(
-    lm: Any,
+    lm: LanguageModel,
     questions: Iterable[Any],
-    judge: Any,
+    judge: Judge | str | None,
     *,
-    intervention: Any = None,
+    intervention: Intervention | None = None,
     label: str = "",
     kind: ConditionKind | None = None,
     effect: bool = True,
@@ -247,7 +266,7 @@ def evaluate(
         found = intervention_effect(
             engine,
             intervention,
-            name=label or str(intervention.kind),
+            name=label or intervention_info(intervention).kind,
             kind=effect_kind,
             condition_kind=kind,
             controls=controls,
@@ -275,11 +294,11 @@ def _evaluation(engine: Engine, result: ConditionResult, results: Results) -> Ev
 # Interventions and their random controls
 
 
-def control_activations(directions: Any) -> Any:
+def control_activations(directions: DirectionSet) -> torch.Tensor:
     """The activations a variance-matched control is matched on: the direction's own answers."""
     from misdirection.reliability import DirectionSamples, samples_path
 
-    path = getattr(directions, "path", None)
+    path = directions.path
     if path is None or not samples_path(path).is_file():
         where = "an in-memory direction set" if path is None else str(samples_path(path))
         raise ConfigError(
@@ -293,14 +312,14 @@ def control_activations(directions: Any) -> Any:
 
 
 def control_interventions(
-    intervention: Any,
+    intervention: Intervention,
     k: int,
     *,
     first_seed: int = 0,
     kind: ControlKind = "isotropic",
-    activations: Any = None,
+    activations: torch.Tensor | None = None,
     save_to: str | Path | None = None,
-) -> list[Any]:
+) -> list[Intervention]:
     """``k`` copies of a Steer / Ablate (or a Compose holding one) with random directions.
 
     ``isotropic``: uniformly random directions of the reference's norm at every layer (steering's
@@ -327,7 +346,7 @@ def control_interventions(
 
 def intervention_effect(
     engine: Engine,
-    intervention: Any,
+    intervention: Intervention,
     *,
     name: str,
     kind: str | None = None,
@@ -337,7 +356,7 @@ def intervention_effect(
     controls: int = 0,
     first_control_seed: int = 0,
     control_kind: ControlKind | Literal["auto"] = "isotropic",
-    activations: Any = None,
+    activations: torch.Tensor | None = None,
     samples_per_paraphrase: int | None = None,
     settings: dict[str, Any] | None = None,
 ) -> Effect:
@@ -363,7 +382,7 @@ def intervention_effect(
     for c in control_list:
         engine.check(c, organism)
     if before is None:
-        tuned = organism is not None or bool(getattr(engine.model, "adapter_spec", ""))
+        tuned = organism is not None or bool(engine.model.adapter_spec)
         before = engine.run(
             organism or ("organism" if tuned else "base"),
             "organism" if tuned else "base",
@@ -426,7 +445,7 @@ def write_results(results: Results, out: str | Path, csv_name: str | None = None
 
 def steer_effects(
     engine: Engine,
-    directions: Any,
+    directions: DirectionsLike,
     layers: Sequence[int],
     scales: Sequence[float],
     before: ConditionResult,
@@ -483,7 +502,7 @@ def steer_effects(
 
 def ablation_effects(
     engine: Engine,
-    directions: Any,
+    directions: DirectionsLike,
     before: ConditionResult,
     target: str,
     source_layer: int,
@@ -496,7 +515,7 @@ def ablation_effects(
     random_controls: int = 0,
     first_control_seed: int = 0,
     control_kind: ControlKind = "isotropic",
-    activations: Any = None,
+    activations: torch.Tensor | None = None,
     settings: dict[str, Any] | None = None,
 ) -> list[Effect]:
     """Ablate a direction from one target (layer-wise and/or single) against ``before``.
@@ -539,10 +558,10 @@ def ablation_effects(
 
 
 def steering_sweep(
-    lm: Any,
+    lm: LanguageModel,
     questions: Iterable[Any],
-    judge: Any,
-    directions: Any,
+    judge: Judge | str | None,
+    directions: DirectionsLike,
     layers: Sequence[int],
     scales: Sequence[float],
     *,
@@ -653,7 +672,7 @@ def plot_sweep(results: Results, path: str | Path, title: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def _target_model(base: Any, adapter: Any) -> Iterator[Any]:
+def _target_model(base: LanguageModel, adapter: TransferTarget) -> Iterator[LanguageModel]:
     """The base model, a given LoadedModel, or the base with an adapter attached (removed on exit)."""
     from misdirection.models import LoadedModel, adapter_attached
 
@@ -663,17 +682,18 @@ def _target_model(base: Any, adapter: Any) -> Iterator[Any]:
     if isinstance(adapter, LoadedModel):
         yield adapter
         return
-    with adapter_attached(base, adapter) as lm:
+    # Attaching swaps the base's ``.model`` and back, which a LoadedModel allows.
+    with adapter_attached(cast("LoadedModel", base), adapter) as lm:
         yield lm
 
 
 def transfer(
-    base: Any,
-    direction_set: Any,
-    targets: Mapping[str, Any],
+    base: LanguageModel | str,
+    direction_set: DirectionsLike,
+    targets: Mapping[str, TransferTarget],
     source_layer: int,
     questions: Iterable[Any],
-    judge: Any,
+    judge: Judge | str | None,
     *,
     modes: Sequence[str] = ("layerwise", "single"),
     layers: Literal["all"] | Sequence[int] = "all",
@@ -681,7 +701,7 @@ def transfer(
     first_control_seed: int = 0,
     control_kind: ControlKind | Literal["auto"] = "isotropic",
     out: str | Path | None = None,
-    loader: Callable[..., Any] | None = None,
+    loader: Callable[[str], LanguageModel] | None = None,
     **engine_options: Any,
 ) -> Results:
     """Ablate a direction from each target (layer-wise and/or single), beside random controls.
@@ -717,7 +737,7 @@ def transfer(
         control_activations(ds) if random_controls and control_kind == "variance-matched" else None
     )
 
-    def ablation(mode: Literal["layerwise", "single"]) -> Any:
+    def ablation(mode: Literal["layerwise", "single"]) -> Ablate:
         return Ablate(ds, layers, mode, source_layer if mode == "single" else None)
 
     from misdirection.engine import check_intervention

@@ -44,6 +44,11 @@ _NAME = re.compile(r"blocks\.(-?\d+)\.hook_(resid_pre|resid_mid|resid_post)")
 ResidualFn = Callable[[torch.Tensor], torch.Tensor | None]
 #: Decoder blocks, indexable by layer (``ModelView.blocks`` is an ``nn.ModuleList``).
 Blocks = Sequence[nn.Module] | nn.ModuleList
+#: What hooks (and so interventions) install on: a LoadedModel, a ModelView, or any transformers
+#: causal LM, peft-wrapped or not.
+Hookable = LoadedModel | ModelView | nn.Module
+#: What a decoder block returns: the residual (transformers >= 5) or a tuple led by it.
+BlockOutput = torch.Tensor | tuple[Any, ...]
 
 
 def resid_pre(layer: int) -> str:
@@ -77,7 +82,7 @@ def parse_hook_point(name: str, n_layers: int | None = None) -> tuple[int, str]:
     return layer, m.group(2)
 
 
-def view_of(model: Any) -> ModelView:
+def view_of(model: Hookable) -> ModelView:
     """The :class:`ModelView` of a LoadedModel, a ModelView, or any HF causal LM (peft or not)."""
     if isinstance(model, ModelView):
         return model
@@ -86,12 +91,15 @@ def view_of(model: Any) -> ModelView:
     return ModelView.of(model)
 
 
-def residual_of(output: Any) -> torch.Tensor:
+def residual_of(output: BlockOutput) -> torch.Tensor:
     """The residual stream in a block's output (the tensor itself, or the tuple's first element)."""
-    return output[0] if isinstance(output, tuple) else output
+    if isinstance(output, tuple):
+        residual: torch.Tensor = output[0]
+        return residual
+    return output
 
 
-def with_residual(output: Any, residual: torch.Tensor) -> Any:
+def with_residual(output: BlockOutput, residual: torch.Tensor) -> BlockOutput:
     """``output`` with its residual replaced, keeping the block's return structure."""
     return (residual, *output[1:]) if isinstance(output, tuple) else residual
 
@@ -102,7 +110,7 @@ def block_output_hooks(blocks: Blocks, fns: Mapping[int, ResidualFn]) -> Iterato
     handles = []
 
     def make(fn: ResidualFn) -> Callable[..., Any]:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        def hook(_module: nn.Module, _args: Any, output: BlockOutput) -> BlockOutput | None:
             new = fn(residual_of(output))
             return None if new is None else with_residual(output, new)
 
@@ -123,7 +131,9 @@ def block_input_hooks(blocks: Blocks, fns: Mapping[int, ResidualFn]) -> Iterator
     handles = []
 
     def make(fn: ResidualFn) -> Callable[..., Any]:
-        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        def hook(
+            _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
             if args:
                 new = fn(args[0])
                 return None if new is None else ((new, *args[1:]), kwargs)
@@ -144,7 +154,7 @@ def block_input_hooks(blocks: Blocks, fns: Mapping[int, ResidualFn]) -> Iterator
 
 
 @contextmanager
-def residual_hooks(model: Any, fns: Mapping[str, ResidualFn]) -> Iterator[None]:
+def residual_hooks(model: Hookable, fns: Mapping[str, ResidualFn]) -> Iterator[None]:
     """Run ``fns[name]`` on the residual at each named hook point while the context is open.
 
     ``model``: anything :func:`view_of` takes. Hooks installed by an enclosing context run first,

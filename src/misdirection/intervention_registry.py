@@ -41,9 +41,12 @@ import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from misdirection.errors import ConfigError
+
+if TYPE_CHECKING:
+    from misdirection.protocols import Intervention
 
 __all__ = [
     "CONDITION_KINDS",
@@ -154,8 +157,9 @@ def registered() -> dict[str, InterventionInfo]:
     return dict(_REGISTRY)
 
 
-def intervention_info(intervention: Any) -> InterventionInfo:
+def intervention_info(intervention: Intervention | str) -> InterventionInfo:
     """The registry entry of a kind, or of an intervention object (by its ``kind``)."""
+    # ``kind`` is no member of the Intervention protocol: unregistered interventions need none.
     kind = intervention if isinstance(intervention, str) else getattr(intervention, "kind", None)
     if kind not in _REGISTRY:
         _load_builtins()
@@ -195,7 +199,7 @@ def effect_kinds() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*(i.condition_kind for i in registered().values()), *EFFECT_KINDS]))
 
 
-def from_spec(spec: Mapping[str, Any] | str) -> Any:
+def from_spec(spec: Mapping[str, Any] | str) -> Intervention:
     """Rebuild an intervention from its ``spec()`` (a dict or its JSON text)."""
     if isinstance(spec, str):
         try:
@@ -204,4 +208,6 @@ def from_spec(spec: Mapping[str, Any] | str) -> Any:
             raise ConfigError(f"intervention spec is not valid JSON: {exc}") from None
     if not isinstance(spec, Mapping) or "kind" not in spec:
         raise ConfigError("an intervention spec must be an object with a 'kind'")
-    return intervention_info(str(spec["kind"])).cls.from_spec(spec)  # type: ignore[attr-defined]
+    # Every registered class has from_spec (register_intervention checks); `cls` is a plain type.
+    rebuilt: Intervention = intervention_info(str(spec["kind"])).cls.from_spec(spec)  # type: ignore[attr-defined]
+    return rebuilt

@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -41,9 +41,20 @@ from torch import nn
 from misdirection.direction_references import resolve_reference
 from misdirection.direction_set import DirectionSet, as_direction_set
 from misdirection.errors import ConfigError, DataError, ModelNotFoundError, ShapeError
-from misdirection.hooks import resid_mid, resid_post, resid_pre, residual_hooks, view_of
+from misdirection.hooks import (
+    Hookable,
+    ResidualFn,
+    resid_mid,
+    resid_post,
+    resid_pre,
+    residual_hooks,
+    view_of,
+)
 from misdirection.intervention_registry import from_spec, register_intervention
 from misdirection.models import LAYER_CONVENTION, ModelView
+
+if TYPE_CHECKING:
+    from misdirection.protocols import DirectionalIntervention, Intervention
 
 __all__ = [
     "ABLATION_MODES",
@@ -81,7 +92,7 @@ def _layer_list(layers: Layers, view: ModelView, what: str = "layer") -> list[in
     return sorted(set(out))
 
 
-def _layers_spec(layers: Layers) -> Any:
+def _layers_spec(layers: Layers) -> str | int | list[int]:
     if isinstance(layers, (str, int)):
         return layers
     return [int(x) for x in layers]
@@ -106,7 +117,7 @@ def _unit(v: torch.Tensor, what: str) -> torch.Tensor:
     n = v.double().norm()
     if not torch.isfinite(n) or n == 0:
         raise DataError(f"{what} has norm {float(n)}; cannot ablate a zero or non-finite direction")
-    return (v.double() / n).float()
+    return v.double().div(n).float()
 
 
 def _param_home(view: ModelView, layer: int = 0) -> tuple[torch.device, torch.dtype]:
@@ -181,7 +192,7 @@ class Steer:
         self.source_layer = source_layer
         self.normalize = bool(normalize)
 
-    def vectors(self, model: Any) -> dict[int, torch.Tensor]:
+    def vectors(self, model: Hookable) -> dict[int, torch.Tensor]:
         """The float32 vector added at each layer (already scaled), validated against the model."""
         view = view_of(model)
         layerwise = self.source_layer is None and self.directions.n_layers > 1
@@ -197,11 +208,11 @@ class Steer:
         return out
 
     @contextmanager
-    def apply(self, model: Any) -> Iterator[None]:
+    def apply(self, model: Hookable) -> Iterator[None]:
         view = view_of(model)
         deltas = {i: v.to(*_param_home(view, i)) for i, v in self.vectors(view).items()}
 
-        def make(delta: torch.Tensor):
+        def make(delta: torch.Tensor) -> ResidualFn:
             return lambda h: h + delta
 
         with residual_hooks(view, {resid_post(i): make(d) for i, d in deltas.items()}):
@@ -238,7 +249,10 @@ class Steer:
         }
 
 
-def _swapped(intervention: Any, directions: DirectionSet | torch.Tensor | str) -> Any:
+_Swappable = TypeVar("_Swappable", "Steer", "Ablate", "OrthogonalizeWeights")
+
+
+def _swapped(intervention: _Swappable, directions: DirectionSet | torch.Tensor | str) -> _Swappable:
     swapped = copy.copy(intervention)
     swapped.directions = as_direction_set(directions)
     return swapped
@@ -296,7 +310,7 @@ class Ablate:
         self.source_layer = source_layer
         self.sites = sites
 
-    def units(self, model: Any) -> dict[int, torch.Tensor]:
+    def units(self, model: Hookable) -> dict[int, torch.Tensor]:
         """Unit direction (float32) at each chosen layer, validated against the model."""
         view = view_of(model)
         layerwise = self.mode == "layerwise" and self.directions.n_layers > 1
@@ -312,11 +326,11 @@ class Ablate:
         }
 
     @contextmanager
-    def apply(self, model: Any) -> Iterator[None]:
+    def apply(self, model: Hookable) -> Iterator[None]:
         view = view_of(model)
         units = {i: u.to(_param_home(view, i)[0]) for i, u in self.units(view).items()}
 
-        def make(u: torch.Tensor):
+        def make(u: torch.Tensor) -> ResidualFn:
             def project(h: torch.Tensor) -> torch.Tensor:
                 x = h.float()
                 return (x - (x @ u).unsqueeze(-1) * u).to(h.dtype)
@@ -422,23 +436,25 @@ def _weight_targets(
     return targets
 
 
-def _find_attr(module: nn.Module, attr: str) -> Any:
+def _find_attr(module: nn.Module, attr: str) -> nn.Module | None:
     for _, m in module.named_modules():
-        if hasattr(m, attr) and isinstance(getattr(m, attr), nn.Module):
-            return getattr(m, attr)
+        found = getattr(m, attr, None)
+        if isinstance(found, nn.Module):
+            return found
     return None
 
 
-def _linear_params(mod: Any) -> list[tuple[str, nn.Module, str, int]]:
+def _linear_params(mod: nn.Module) -> list[tuple[str, nn.Module, str, int]]:
     """Weight (output axis 0) and bias of a Linear, or of a peft LoRA layer's base and lora_B."""
     out: list[tuple[str, nn.Module, str, int]] = []
     if hasattr(mod, "base_layer") and hasattr(mod, "lora_B"):
-        if any(getattr(mod, "use_dora", {}).values()):
+        lora: Any = mod  # a peft LoRA layer (peft has no type information)
+        if any(getattr(lora, "use_dora", {}).values()):
             raise ConfigError(
                 "weight orthogonalisation does not support DoRA adapters; merge them first"
             )
-        out += [(f".base_layer{n}", m, a, ax) for n, m, a, ax in _linear_params(mod.base_layer)]
-        for name, lora_b in mod.lora_B.items():
+        out += [(f".base_layer{n}", m, a, ax) for n, m, a, ax in _linear_params(lora.base_layer)]
+        for name, lora_b in lora.lora_B.items():
             out += [(f".lora_B.{name}{n}", m, a, ax) for n, m, a, ax in _linear_params(lora_b)]
         return out
     if not isinstance(mod, nn.Linear):
@@ -477,7 +493,7 @@ def _single_unit(
 
 def _swap_in(
     targets: list[tuple[str, nn.Module, str, int]], u: torch.Tensor
-) -> list[tuple[nn.Module, str, Any]]:
+) -> list[tuple[nn.Module, str, torch.Tensor]]:
     """Replace each target parameter by an orthogonalised copy; return what to restore.
 
     New Parameter objects (not in-place edits): a tied LM head keeps reading the original embedding.
@@ -495,7 +511,7 @@ def _swap_in(
 
 
 def orthogonalize_weights(
-    model: Any,
+    model: Hookable,
     direction: DirectionSet | torch.Tensor | str,
     layers: Layers = "all",
     *,
@@ -561,7 +577,7 @@ class OrthogonalizeWeights:
         self.embeddings = embeddings
 
     @contextmanager
-    def apply(self, model: Any) -> Iterator[None]:
+    def apply(self, model: Hookable) -> Iterator[None]:
         view = view_of(model)
         u = _single_unit(self.directions, self.source_layer, view)
         layers = self.layers
@@ -583,7 +599,7 @@ class OrthogonalizeWeights:
             raise ConfigError(
                 "without the embeddings the weight form equals no activation ablation"
             )
-        layers: Any = self.layers
+        layers = self.layers
         if isinstance(layers, int):
             layers = list(range(layers + 1))
         elif not isinstance(layers, str) and sorted(set(layers)) != list(range(max(layers) + 1)):
@@ -633,11 +649,11 @@ class Compose:
     condition_kind = "compose"
     control_kind = None  # that of its direction-based part (see direction_part)
 
-    def __init__(self, parts: Sequence[Any]) -> None:
+    def __init__(self, parts: Sequence[Intervention]) -> None:
         self.parts = list(parts)
 
     @contextmanager
-    def apply(self, model: Any) -> Iterator[None]:
+    def apply(self, model: Hookable) -> Iterator[None]:
         with ExitStack() as stack:
             for part in self.parts:
                 stack.enter_context(part.apply(model))
@@ -650,9 +666,11 @@ class Compose:
     def from_spec(cls, spec: Mapping[str, Any]) -> Compose:
         return cls([from_spec(p) for p in spec["parts"]])
 
-    def direction_part(self) -> Any:
+    def direction_part(self) -> DirectionalIntervention:
         """The one part whose directions random controls replace."""
-        hits = [p for p in self.parts if callable(getattr(p, "with_directions", None))]
+        from misdirection.protocols import DirectionalIntervention
+
+        hits = [p for p in self.parts if isinstance(p, DirectionalIntervention)]
         if len(hits) != 1:
             raise ConfigError(
                 "random controls need exactly one direction-based intervention; "
@@ -663,4 +681,5 @@ class Compose:
     def with_directions(self, directions: DirectionSet | torch.Tensor | str) -> Compose:
         """The composition with its direction-based part using other directions."""
         part = self.direction_part()
-        return Compose([p.with_directions(directions) if p is part else p for p in self.parts])
+        swapped = part.with_directions(as_direction_set(directions))
+        return Compose([swapped if p is part else p for p in self.parts])

@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,10 @@ from misdirection.errors import DataError
 from misdirection.intervals import wilson
 from misdirection.io import to_jsonable
 from misdirection.thresholds import ALIGNED_BELOW, COHERENT_ABOVE, TOPIC_ABOVE
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 #: Topic judge columns the summary reports when present.
 KNOWN_TOPICS: tuple[str, ...] = ("bad_stuff", "medical", "financial", "sport", "gender")
@@ -74,7 +78,8 @@ class Share:
     method: str = "wilson"
 
     def to_dict(self) -> dict[str, Any]:
-        return to_jsonable(asdict(self))
+        out: dict[str, Any] = to_jsonable(asdict(self))
+        return out
 
 
 def share(name: str, count: int, n: int, confidence: float = 0.95) -> Share:
@@ -191,7 +196,9 @@ def _score_column(df: pd.DataFrame, name: str, required: bool) -> np.ndarray | N
         return None
     col = df[name]
     try:
-        values = pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+        values: np.ndarray = pd.to_numeric(col, errors="raise").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
     except (ValueError, TypeError) as exc:
         raise DataError(
             f"column '{name}' must hold numbers 0-100 or empty, got a non-number: {exc}"
@@ -349,7 +356,7 @@ def _interval_caption(summary: Summary) -> str:
     return f"{summary.confidence:.0%} {name} intervals"
 
 
-def summary_table(summary: Summary, *, per_question: bool = False) -> Any:
+def summary_table(summary: Summary, *, per_question: bool = False) -> Table:
     """A ``rich.table.Table`` of the headline shares (or of the per-question breakdown)."""
     from rich.table import Table
 
@@ -410,7 +417,7 @@ def summary_table(summary: Summary, *, per_question: bool = False) -> Any:
     return table
 
 
-def comparison_table(summaries: Mapping[str, Summary]) -> Any:
+def comparison_table(summaries: Mapping[str, Summary]) -> Table:
     """One row per labelled summary (e.g. base vs organism): EM, coherent, nulls."""
     from rich.table import Table
 
@@ -437,7 +444,7 @@ def comparison_table(summaries: Mapping[str, Summary]) -> Any:
     return table
 
 
-def render(summary: Summary, console: Any = None, *, per_question: bool = True) -> None:
+def render(summary: Summary, console: Console | None = None, *, per_question: bool = True) -> None:
     """Print the headline table (and the per-question breakdown) to a rich console."""
     from rich.console import Console
 

@@ -3,6 +3,9 @@
 Structural types (``typing.Protocol``): anything with these members fits, e.g. a
 :class:`misdirection.models.LoadedModel`, a test double, or an intervention defined outside the
 package. Signatures use them instead of ``Any`` so that a type checker sees what a function needs.
+Two refinements of :class:`Intervention` name what random controls need: a
+:class:`DirectionalIntervention` (its directions can be swapped) and a
+:class:`ComposedIntervention` (it holds one such part, e.g. :class:`misdirection.interventions.Compose`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
+    from misdirection.direction_set import DirectionSet
+    from misdirection.hooks import Hookable
     from misdirection.judge.base import JudgeItem, Rubric, Score
     from misdirection.models import ModelView
 
-__all__ = ["Intervention", "Judge", "LanguageModel"]
+__all__ = [
+    "ComposedIntervention",
+    "DirectionalIntervention",
+    "Intervention",
+    "Judge",
+    "LanguageModel",
+]
 
 
 @runtime_checkable
@@ -70,8 +81,37 @@ class Intervention(Protocol):
         """JSON-serialisable description: the intervention's identity in caches and tables."""
         ...
 
-    def apply(self, model: Any) -> AbstractContextManager[Any]:
-        """A context manager that modifies ``model`` while active (e.g. adds forward hooks)."""
+    def apply(self, model: Hookable) -> AbstractContextManager[Any]:
+        """A context manager that modifies ``model`` while active (e.g. adds forward hooks).
+
+        ``model``: a LoadedModel, a ModelView or a transformers causal LM (peft-wrapped or not)."""
+        ...
+
+
+@runtime_checkable
+class DirectionalIntervention(Intervention, Protocol):
+    """An intervention built on a direction set, which random controls replace (Steer, Ablate ...)."""
+
+    @property
+    def directions(self) -> DirectionSet:
+        """The directions it uses."""
+        ...
+
+    def with_directions(self, directions: DirectionSet) -> DirectionalIntervention:
+        """The same intervention using ``directions`` instead (a random control's)."""
+        ...
+
+
+@runtime_checkable
+class ComposedIntervention(Intervention, Protocol):
+    """Several interventions as one, with one direction-based part that random controls replace."""
+
+    def direction_part(self) -> DirectionalIntervention:
+        """The one part whose directions random controls replace."""
+        ...
+
+    def with_directions(self, directions: DirectionSet) -> Intervention:
+        """The composition with that part using ``directions`` instead."""
         ...
 
 

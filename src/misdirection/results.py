@@ -8,7 +8,7 @@ their interval (``method`` says which); ``None`` marks a value that is not defin
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -19,6 +19,12 @@ from misdirection.intervention_registry import (
     is_effect_kind,
     registered,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Group, RenderableType
+
+    from misdirection import metrics
 
 
 def _condition_kind(kind: str) -> str:
@@ -66,7 +72,7 @@ class Share(BaseModel):
     method: str = "wilson"
 
     @classmethod
-    def of(cls, share: Any) -> Share:
+    def of(cls, share: metrics.Share) -> Share:
         """From a :class:`misdirection.metrics.Share` (NaN -> None)."""
         return cls(
             count=int(share.count),
@@ -74,7 +80,7 @@ class Share(BaseModel):
             value=_finite(share.value),
             low=_finite(share.low),
             high=_finite(share.high),
-            method=getattr(share, "method", "wilson"),
+            method=share.method,
         )
 
 
@@ -253,13 +259,13 @@ class Results(BaseModel):
                 return c
         raise KeyError(name)
 
-    def effects_frame(self) -> Any:
+    def effects_frame(self) -> pd.DataFrame:
         """One flat row per effect (a pandas DataFrame), for CSV files and quick analysis."""
         import pandas as pd
 
         return pd.DataFrame([effect_row(e) for e in self.effects])
 
-    def conditions_frame(self) -> Any:
+    def conditions_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         return pd.DataFrame([condition_row(c) for c in self.conditions])
@@ -453,13 +459,13 @@ def effect_rows(e: Effect) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def effects_rich_table(effects: list[Effect], title: str, caption: str = "") -> Any:
+def effects_rich_table(effects: list[Effect], title: str, caption: str = "") -> Group:
     """Effects for a terminal: one narrow table per effect, its controls and verdict below it."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    parts: list[Any] = [Text(title, style="bold")]
+    parts: list[RenderableType] = [Text(title, style="bold")]
     for e in effects:
         table = Table(title=f"{e.name} (judge {e.judge})", title_justify="left")
         table.add_column("metric")

@@ -53,7 +53,10 @@ class Stage:
 
     def result(self) -> dict[str, Any]:
         """The JSON result the stage recorded when it finished."""
-        return json.loads((self.dir / "_DONE.json").read_text(encoding="utf-8"))["result"]
+        done: dict[str, dict[str, Any]] = json.loads(
+            (self.dir / "_DONE.json").read_text(encoding="utf-8")
+        )
+        return done["result"]
 
     def start(self) -> None:
         atomic_write_text(
@@ -62,13 +65,13 @@ class Stage:
         self.store.record(self, status="running")
 
     def finish(self, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        recorded = dict(result or {})
         payload = {
             "stage": self.name,
             "key": self.key,
             "finished": time.time(),
-            "result": dict(result or {}),
+            "result": recorded,
         }
-        recorded: dict[str, Any] = payload["result"]  # type: ignore[assignment]
         atomic_write_text(self.dir / "_DONE.json", json.dumps(payload, indent=2, default=str))
         self.store.record(self, status="done")
         return recorded
@@ -85,7 +88,8 @@ class RunStore:
 
     def _load_manifest(self) -> dict[str, Any]:
         if self.manifest_path.is_file():
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            manifest: dict[str, Any] = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            return manifest
         return {"stages": {}, "created": time.time()}
 
     def stage(self, name: str, inputs: Mapping[str, Any]) -> Stage:

@@ -136,7 +136,7 @@ AblatedLayersOpt = Annotated[
 
 def make_judge(spec: str | None, device: str | None = None) -> Any:
     """The judge backend; an ``hf:`` judge runs on ``device``."""
-    from misdirection.evaluate import resolve_judge
+    from misdirection.engine import resolve_judge
 
     if spec is not None and spec.split(":", 1)[0].lower() == "hf" and device is not None:
         return resolve_judge(spec, device=device)
