@@ -47,3 +47,10 @@ def test_rule_falls_back_to_max_em_with_the_size_that_would_answer() -> None:
     choice = SCRIPT["choose"](rows, base, 0.5)
     assert choice["step"] == 20 and not choice["distinguishable"]
     assert choice["answers_needed_per_condition"] == SCRIPT["answers_needed"](0.10, 0.15)
+
+
+def test_checkpoint_steps_every_k_end_at_the_last_step_or_follow_at() -> None:
+    steps = SCRIPT["checkpoint_steps"]
+    assert steps(27, 108, None) == [27, 54, 81, 108]
+    assert steps(25, 60, None) == [25, 50, 60]
+    assert steps(27, 54, "54,9,18,27") == [9, 18, 27, 54]
