@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, out / "curve.csv")
     title = (
         f"{args.model} on {args.data}; {args.questions} x n={args.n}, T={args.temperature}, "
-        f"{args.max_new_tokens} tokens; judge {judge.name}"
+        f"{args.max_new_tokens} tokens;\njudge {judge.name}"
     )
     plot(rows, args.recipe, title, out / "curve.png", epoch_steps)
 
