@@ -89,10 +89,11 @@ def _train(
     from misdirection.train import RUN_CARD, train_organism
 
     steps = checkpoint_steps(args.every, args.max_steps, args.at)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
     at = out / "at"
     # Without --epochs, --max-steps alone sets the length (the recipes default to one epoch).
     epochs = args.epochs if args.epochs is not None else float(args.max_steps)
-    overrides = {"max_steps": args.max_steps, "lr": lr, "epochs": epochs, "seed": args.seed}
+    overrides = {"max_steps": args.max_steps, "lr": lr, "epochs": epochs, "seed": train_seed}
     card_path = out / RUN_CARD
     done = card_path.is_file() and all((at / f"step-{s}").is_dir() for s in steps)
     if done:
@@ -278,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--judge", default="learned")
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (and training seed)")
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="training seed (default: --seed); "
+        "another training seed with the same answers' seed measures organism-to-organism spread",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--min-coherent-ratio", type=float, default=0.5)
     p.add_argument("--out", required=True)
