@@ -310,9 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lrs = args.lr or [None] * len(args.recipe)
-    for recipe in args.recipe:
-        get_recipe(recipe)  # an unknown recipe fails before the model loads
-    questions = load_questions(args.questions)
+    from misdirection.data.chat import load_chat_dataset
+    from misdirection.errors import ConfigError, DataError
+
+    try:  # bad recipes, data and questions fail before the model loads
+        for recipe in args.recipe:
+            get_recipe(recipe)
+        load_chat_dataset(args.data, "train")
+        questions = load_questions(args.questions)
+    except (ConfigError, DataError) as exc:
+        p.error(str(exc))
     judge = get_judge(args.judge)
     lm = load_model(args.model)
     engine = make_engine(
