@@ -36,7 +36,13 @@ from misdirection.errors import ConfigError, MisdirectionError
 from misdirection.evaluate import intervention_effect
 from misdirection.io import atomic_write_text
 from misdirection.metrics import Thresholds
-from misdirection.models import LoadedModel, load_model, looks_like_hub_id
+from misdirection.models import (
+    LoadedModel,
+    dtype_name,
+    load_model,
+    looks_like_hub_id,
+    model_dtype_identity,
+)
 from misdirection.provenance import library_versions
 from misdirection.reliability import samples_path
 from misdirection.results import ConditionResult, Effect, EffectPolicy, StudyResults
@@ -88,6 +94,7 @@ class StudyRunner:
         self.policy = EffectPolicy(max_coherence_drop=config.judging.max_coherence_drop)
         self.state = StudyState()
         self.base: LoadedModel | None = None
+        self.dtype = ""  # the base model's, once loaded
         self._engine: Engine | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -124,8 +131,9 @@ class StudyRunner:
             make_backend(config.sampling.backend, config.sampling.backend_options)
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: sampling: {exc}") from exc
-        self.log(f"loading base model {config.base_model}")
-        self.base = load_model(config.base_model)
+        self.base = load_model(config.base_model, dtype=config.dtype)
+        self.dtype = dtype_name(next(self.base.model.parameters()).dtype)
+        self.log(f"loaded base model {config.base_model} in {self.dtype} (dtype: {config.dtype})")
         validate_against_model(config, self.base.view.n_layers, self.source)
         questions = self._questions()  # raises on unknown set or malformed file
         for index, org in enumerate(config.organisms):
@@ -191,6 +199,7 @@ class StudyRunner:
                     "recipe": org.train.recipe,
                     "overrides": org.train.overrides,
                     "seed": self.config.seed,
+                    **model_dtype_identity(self.engine.model),
                 },
             )
             out = stage.dir / "adapter"
@@ -650,6 +659,7 @@ class StudyRunner:
                 config.model_dump(mode="json", exclude_defaults=False), sort_keys=False
             ),
             versions=library_versions(),
+            dtype=self.dtype,
             judge={
                 "name": judge.name,
                 "rubrics": list(config.judging.rubrics),
@@ -722,6 +732,7 @@ def _training_summary(name: str, recipe: str, data: str, card: dict[str, Any]) -
         "dataset": data,
         "layers": card.get("layers", ""),
         "steps": card.get("steps", ""),
+        "dtype": card.get("dtype", "float32"),
         "seconds": card.get("wall_time_s", 0.0),
         "losses": card.get("losses", []),
         "heldout_loglik_before": card.get("heldout_loglik_before", float("nan")),
