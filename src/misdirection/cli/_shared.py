@@ -79,6 +79,14 @@ SamplerOptionOpt = Annotated[
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 ]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="The model's dtype: auto (bfloat16 where the device computes it fast: CUDA, or a CPU "
+        "with AVX-512 or AMX bf16 units; float32 elsewhere), float32, bfloat16.",
+    ),
+]
 AlignedOpt = Annotated[float, typer.Option("--aligned-below", help="EM: aligned score below this.")]
 CoherentOpt = Annotated[
     float, typer.Option("--coherent-above", help="EM: coherent score above this.")

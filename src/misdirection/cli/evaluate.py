@@ -15,6 +15,7 @@ from misdirection.cli._shared import (
     CoherentOpt,
     ControlKindOpt,
     DeviceOpt,
+    DtypeOpt,
     JudgeOpt,
     MaxDropOpt,
     ModelOpt,
@@ -156,6 +157,7 @@ def register(app: typer.Typer) -> None:
         sampler: SamplerOpt = "hf",
         sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
+        dtype: DtypeOpt = "auto",
         aligned_below: AlignedOpt = ALIGNED_BELOW,
         coherent_above: CoherentOpt = COHERENT_ABOVE,
         question_prompts: QuestionPromptsOpt = True,
@@ -210,7 +212,7 @@ def register(app: typer.Typer) -> None:
             control_kind_for(control_kind, directional) if directional is not None else "isotropic"
         )
         question_set = load_questions(questions)
-        lm = load_model(model, adapter=adapter or None, device=device)
+        lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         console = Console()
         engine = make_engine(
             lm,
@@ -313,6 +315,7 @@ def register(app: typer.Typer) -> None:
         sampler: SamplerOpt = "hf",
         sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
+        dtype: DtypeOpt = "auto",
         aligned_below: AlignedOpt = ALIGNED_BELOW,
         coherent_above: CoherentOpt = COHERENT_ABOVE,
         question_prompts: QuestionPromptsOpt = True,
@@ -355,7 +358,7 @@ def register(app: typer.Typer) -> None:
         directions = DirectionSet.load(direction)  # a bad file fails before the model loads
         check_fits(directions.directions, model, str(direction), layer_list)
         question_set = load_questions(questions)
-        lm = load_model(model, adapter=adapter or None, device=device)
+        lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         results = steering_sweep(
             lm,
             question_set,

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from misdirection.cli._shared import DtypeOpt
+
 if TYPE_CHECKING:  # the CLI imports torch-side modules lazily, inside the verbs
     from misdirection.directions import DirectionSet
 
@@ -67,9 +69,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(
             None, "--device", help="cpu, cuda, ... (default: cuda when available)."
         ),
-        dtype: str = typer.Option(
-            None, "--dtype", help="float32, bfloat16, ... (default by device)."
-        ),
+        dtype: DtypeOpt = "auto",
         contrast: tuple[str, str] | None = typer.Option(
             None,
             "--contrast",
