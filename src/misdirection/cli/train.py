@@ -152,8 +152,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"resumed from step {result.resumed_from}")
         console.print(
             f"[bold]{card['recipe']['name']}[/bold] on {card['base_model']}: layers {card['layers']}, "
-            f"{card['steps']} steps in {card['dtype']}, final loss {result.losses[-1]:.4f}, "
-            f"{card['wall_time_s']:.1f} s"
+            f"{card['steps']} steps, final loss {result.losses[-1]:.4f}, "
+            f"{card['wall_time_s']:.1f} s in {card['dtype']}"
         )
         # The run card's "heldout" is null when the run was not asked to --eval.
         h = card.get("heldout") or {}
