@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from misdirection.cli._shared import DtypeOpt
-
 if TYPE_CHECKING:  # the CLI imports torch-side modules lazily, inside the verbs
     from misdirection.directions import DirectionSet
 
@@ -69,7 +67,12 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(
             None, "--device", help="cpu, cuda, ... (default: cuda when available)."
         ),
-        dtype: DtypeOpt = "auto",
+        dtype: str = typer.Option(
+            None,
+            "--dtype",
+            help="float32, bfloat16, auto (bf16 where the device computes it fast); default: "
+            "float32 on a CPU, bfloat16 on CUDA.",
+        ),
         contrast: tuple[str, str] | None = typer.Option(
             None,
             "--contrast",
