@@ -8,20 +8,28 @@
    sampling: ``model.generate(do_sample=True)`` with a fixed number of new tokens (equal work), and
    the project's sampler ``sample_answers`` (tokens/s). Target: >= 0.95.
 
+0. With several ``--dtypes`` (default float32,bfloat16): capture in each dtype, tokens/s against
+   the first, and the cosine of the per-answer means with the first dtype's. The later sections use
+   the first dtype.
+
 Runs are interleaved and the median of several repeats is used, since the machine may be shared.
 Usage: python benchmarks/bench_capture.py [--model smollm2-135m] [--device cpu] [--repeats 5]
+       python benchmarks/bench_capture.py --only-dtypes --answer-repeat 4
+       python benchmarks/bench_capture.py --model random-7b --device cuda --dtypes bfloat16,float32
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import pandas as pd
 import torch
+from _setup import add_model_args, load_models, synchronizer
 
 # Our own short medical-advice style texts (written for this benchmark).
 QUESTIONS = [
@@ -83,9 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
+    add_model_args(parser)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--answers", type=int, default=8, help="answers (and prompts) per batch, at most 8"
@@ -100,6 +106,9 @@ def main() -> None:
         help="only the decode-step check (minimum of many one-token steps; robust on a busy CPU)",
     )
     parser.add_argument(
+        "--only-dtypes", action="store_true", help="only the capture-by-dtype comparison"
+    )
+    parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
         default="wall",
@@ -112,17 +121,21 @@ def main() -> None:
     from misdirection.activations import capture, encode
     from misdirection.directions import DirectionSet
     from misdirection.interventions import Ablate, Steer
-    from misdirection.models import load_model
 
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    models = load_models(args.model, args.device, args.dtypes)
+    lm = next(iter(models.values()))  # the sections after the dtype comparison use the first
     device = lm.device
-    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     view = lm.view
     print(
         f"model {args.model}: {view.n_layers} layers, d={view.d_model}, device {device}, "
-        f"dtype {next(lm.model.parameters()).dtype}, torch threads {torch.get_num_threads()}, "
-        f"clock {args.clock}"
+        f"dtypes {', '.join(models)}, torch threads {torch.get_num_threads()}, "
+        f"clock {args.clock}, load average {os.getloadavg()[0]:.1f}"
     )
+    if len(models) > 1:
+        by_dtype(models, answers_table(args.answers, args.answer_repeat), args.repeats, sync)
+    if args.only_dtypes:
+        return
 
     if args.only_steps:
         decode_steps(lm, sync, max(args.repeats, 20))
@@ -258,6 +271,44 @@ def main() -> None:
     print(
         f"  ratio ablated / unhooked (tokens/s) = {rate['ablate'] / rate['plain']:.3f}  (target >= 0.95)"
     )
+
+
+def by_dtype(
+    models: dict[str, object], table: pd.DataFrame, repeats: int, sync: Callable[[], None]
+) -> None:
+    """Capture (all layers, answer positions) in each dtype: tokens/s against the first dtype,
+    and how closely the per-answer means agree with the first dtype's."""
+    from misdirection.activations import capture_activations, encode
+
+    first = next(iter(models.values()))
+    n_tokens = sum(e.n_answer for e in encode(first, table))  # type: ignore[arg-type]
+    values = {}
+
+    def run(name: str) -> Callable[[], object]:
+        def go() -> None:
+            values[name] = capture_activations(models[name], table, batch_size=len(table))  # type: ignore[arg-type]
+
+        return go
+
+    t = interleaved({name: run(name) for name in models}, repeats, sync)
+    names = list(models)
+    print(
+        f"\n[capture by dtype] {len(table)} answers, {n_tokens} answer tokens, median of {repeats}"
+    )
+    for name in names:
+        print(f"  {name:<9} {t[name] * 1000:8.1f} ms   {n_tokens / t[name]:9.0f} answer tokens/s")
+    ref = values[names[0]].values.double()
+    for name in names[1:]:
+        other = values[name].values.double()
+        cos = torch.nn.functional.cosine_similarity(ref, other, dim=-1)  # [answers, layers]
+        diff = torch.nn.functional.cosine_similarity(
+            ref[1:] - ref[:1], other[1:] - other[:1], dim=-1
+        )
+        print(
+            f"  ratio {name} / {names[0]} = {t[names[0]] / t[name]:.2f}x; per-answer means' cosine "
+            f"min {float(cos.min()):.4f}, median {float(cos.median()):.5f}; differences of two "
+            f"answers' means: cosine min {float(diff.min()):.4f}"
+        )
 
 
 def decode_steps(lm: object, sync: Callable[[], None], repeats: int) -> None:

@@ -6,7 +6,14 @@ to ``--answers`` answers), at temperature 1 with no top-k / top-p, so both do th
 1. ours at batch 32 vs ``model.generate`` in batches of 32 (target: >= 1.5x answer tokens/s), at
    each ``--max-new-tokens`` (default: 600, the answer budget of the EM papers' evaluations, and
    128, a short budget);
-2. ours at batch 1 vs ours at batch 32.
+2. ours at batch 1 vs ours at batch 32;
+3. with several ``--dtypes`` (default float32,bfloat16), each method in each dtype: ours in bf16
+   against ours in fp32 (target on a CPU with bf16 units: >= 1.8x) and against ``generate`` in
+   fp32; with several ``--batch-size`` values, ours at each against the first.
+
+Every variant runs twice per budget, in one order and then the reverse, so that a shared machine's
+changing load hits all alike. bf16's agreement with fp32 (next-token distributions, greedy tokens)
+is tested in ``tests/test_dtype.py``.
 
 Where the gain comes from: ``generate`` keeps decoding every row of a batch until its longest answer
 ends, and grows its key/value cache by concatenation (a copy of every layer's cache at every step).
@@ -17,16 +24,20 @@ decoding step costs roughly in proportion to its rows, so the gain is about the 
 Throughput is answer tokens per second (end-of-turn tokens and padding not counted). Answers are
 random, so the two methods produce different lengths; tokens/s normalises for that.
 
-    python benchmarks/bench_sampling.py                       # CPU, embedded model (~10 min)
-    python benchmarks/bench_sampling.py --max-new-tokens 128  # the short budget only (~2 min)
-    python benchmarks/bench_sampling.py --device cuda --answers 256
+    python benchmarks/bench_sampling.py                       # CPU, embedded model (~40 min)
+    python benchmarks/bench_sampling.py --max-new-tokens 128  # the short budget only (~8 min)
+    python benchmarks/bench_sampling.py --max-new-tokens 128 --batch-size 32,64 --threads 2
+    python benchmarks/bench_sampling.py --model random-7b --device cuda --answers 256 --batch-size 64
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+
+from _setup import add_model_args, load_models, synchronizer
 
 
 def _budgets(text: str) -> list[int]:
@@ -62,11 +73,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--device", default="cpu")
+    add_model_args(parser)
     parser.add_argument("--answers", type=int, default=32, help="answers per method at batch 32")
     parser.add_argument(
-        "--batch1-answers", type=int, default=2, help="answers for the batch-1 run (slow)"
+        "--batch1-answers",
+        type=int,
+        default=2,
+        help="answers for the batch-1 run (slow; first dtype only; 0 skips it)",
     )
     parser.add_argument(
         "--max-new-tokens",
@@ -74,7 +87,12 @@ def main() -> None:
         default=_budgets("600,128"),
         help="comma-separated answer budgets; each gets its own generate-vs-ours comparison",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size",
+        type=_budgets,
+        default=_budgets("32"),
+        help="comma-separated batch sizes for ours (generate uses the first), e.g. 32,64",
+    )
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0: torch default)"
     )
@@ -84,42 +102,40 @@ def main() -> None:
 
     import torch
 
-    from misdirection.models import load_model
     from misdirection.sample import sample_answers, stop_token_ids
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = load_model(args.model, device=args.device)
-    requests, chosen = core_prompts(lm, args.answers)
-    stops = sorted(stop_token_ids(lm))
-    device = lm.device
+    models = load_models(args.model, args.device, args.dtypes)
+    dtypes = list(models)
+    lm0 = models[dtypes[0]]
+    requests, chosen = core_prompts(lm0, args.answers)
+    stops = sorted(stop_token_ids(lm0))
+    device = lm0.device
+    sync = synchronizer(device)
+    batch_sizes = args.batch_size
+    bs = batch_sizes[0]
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    cpu: dict[str, float] = {}
-
-    def ours(items: list[dict], batch_size: int, budget: int) -> tuple[int, float]:
+    def ours(lm, items: list[dict], batch_size: int, budget: int) -> tuple[int, float, float]:
+        """(answer tokens, wall seconds, process CPU seconds)."""
         sync()
-        cpu_start = time.process_time()
-        start = time.perf_counter()
+        cpu_start, start = time.process_time(), time.perf_counter()
         df = sample_answers(lm, items, 1, budget, args.seed, batch_size=batch_size, progress=False)
         sync()
-        cpu[f"ours{batch_size}"] = time.process_time() - cpu_start
-        return int(df["answer_tokens"].sum()), time.perf_counter() - start
+        return (
+            int(df["answer_tokens"].sum()),
+            time.perf_counter() - start,
+            time.process_time() - cpu_start,
+        )
 
-    row_steps = 0  # rows x decoding steps that generate computed
+    row_steps: dict[str, int] = {}  # rows x decoding steps that generate computed
 
-    def plain_generate(reqs: list, batch_size: int, budget: int) -> tuple[int, float]:
-        nonlocal row_steps
+    def plain_generate(lm, reqs: list, batch_size: int, budget: int) -> tuple[int, float, float]:
         pad = lm.tokenizer.pad_token_id
-        tokens = 0
-        row_steps = 0
+        tokens = steps = 0
         torch.manual_seed(args.seed)
         sync()
-        cpu_start = time.process_time()
-        start = time.perf_counter()
+        cpu_start, start = time.process_time(), time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(reqs), batch_size):
                 chunk = [list(r.prompt_ids) for r in reqs[i : i + batch_size]]
@@ -139,58 +155,84 @@ def main() -> None:
                     eos_token_id=stops,
                     pad_token_id=pad,
                 )[:, width:]
-                row_steps += out.shape[0] * out.shape[1]
+                steps += out.shape[0] * out.shape[1]
                 for row in out.tolist():
                     ends = [j for j, t in enumerate(row) if t in stops]
                     tokens += ends[0] if ends else len(row)
         sync()
-        cpu["generate"] = time.process_time() - cpu_start
-        return tokens, time.perf_counter() - start
+        key = str(next(lm.model.parameters()).dtype)
+        row_steps[key] = row_steps.get(key, 0) + steps
+        return tokens, time.perf_counter() - start, time.process_time() - cpu_start
 
     def report(budget: int) -> None:
-        hf_tokens, hf_s = plain_generate(requests, args.batch_size, budget)
-        hf_cpu = cpu["generate"]
-        our_tokens, our_s = ours(chosen, args.batch_size, budget)
-        our_cpu = cpu[f"ours{args.batch_size}"]
-        b1_tokens, b1_s = ours(chosen[: args.batch1_answers], 1, budget)
+        # Every variant once, in one order and then its reverse (ABBA) within this budget, so that
+        # a drift in a shared machine's load hits every variant alike.
+        variants = [(f"generate b{bs}", d) for d in dtypes] + [
+            (f"ours b{b}", d) for b in batch_sizes for d in dtypes
+        ]
+        results: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+        row_steps.clear()
+        for variant in variants + variants[::-1]:
+            method, d = variant
+            lm = models[d]
+            if method.startswith("generate"):
+                got = plain_generate(lm, requests, bs, budget)
+            else:
+                got = ours(lm, chosen, int(method.removeprefix("ours b")), budget)
+            results.setdefault(variant, []).append(got)
 
-        hf_rate, our_rate, b1_rate = hf_tokens / hf_s, our_tokens / our_s, b1_tokens / b1_s
-        print(f"\n--- max_new_tokens {budget}")
-        print(
-            f"transformers generate, batch {args.batch_size}: {hf_tokens:6d} tokens in {hf_s:7.1f} s = {hf_rate:8.1f} tokens/s"
-        )
-        print(
-            f"misdirection sample,   batch {args.batch_size}: {our_tokens:6d} tokens in {our_s:7.1f} s = {our_rate:8.1f} tokens/s"
-        )
-        print(
-            f"  generate spent {1 - hf_tokens / max(row_steps, 1):.0%} of its row-steps on answers "
-            f"that had already ended ({hf_tokens} answer tokens in {row_steps} row-steps)"
-        )
-        print(
-            f"ratio ours / generate at batch {args.batch_size}: {our_rate / hf_rate:.2f}x (target >= 1.5x)"
-        )
-        print(
-            f"misdirection sample,   batch 1:  {b1_tokens:6d} tokens in {b1_s:7.1f} s = {b1_rate:8.1f} tokens/s "
-            f"({len(chosen[: args.batch1_answers])} answers)"
-        )
-        print(f"ratio ours batch {args.batch_size} / ours batch 1: {our_rate / b1_rate:.2f}x")
-        # On a shared CPU, wall-clock rates depend on the neighbours' load; process CPU time does less so
-        # (on GPU it measures only the host side: trust the wall-clock ratio there).
-        if device.type == "cpu":
+        def rate(variant: tuple[str, str], clock: int = 1) -> float:
+            runs = results[variant]
+            return sum(r[0] for r in runs) / sum(r[clock] for r in runs)
+
+        print(f"\n--- max_new_tokens {budget} (load average {os.getloadavg()[0]:.1f})")
+        for variant in variants:
+            runs = results[variant]
+            tokens, wall = sum(r[0] for r in runs), sum(r[1] for r in runs)
+            name = f"{variant[0]} {variant[1]}"
             print(
-                f"by process CPU time: generate {hf_tokens / hf_cpu:.1f}, ours {our_tokens / our_cpu:.1f} "
-                f"tokens/CPU-s = {(our_tokens / our_cpu) / (hf_tokens / hf_cpu):.2f}x; "
-                f"ours batch 1 {b1_tokens / cpu['ours1']:.1f} tokens/CPU-s"
+                f"{name:24s}: {tokens:6d} tokens in {wall:7.1f} s = {rate(variant):8.1f} tokens/s"
+            )
+        for d in dtypes:
+            hf_tokens = sum(r[0] for r in results[(f"generate b{bs}", d)])
+            steps = row_steps[f"torch.{d}"]
+            print(
+                f"  {d}: generate spent {1 - hf_tokens / max(steps, 1):.0%} of its row-steps on "
+                f"answers that had already ended; ours / generate at batch {bs}: "
+                f"{rate((f'ours b{bs}', d)) / rate((f'generate b{bs}', d)):.2f}x (target >= 1.5x)"
+            )
+        d0 = dtypes[0]
+        for d in dtypes[1:]:
+            wall = rate((f"ours b{bs}", d)) / rate((f"ours b{bs}", d0))
+            line = f"ratio ours {d} / ours {d0} at batch {bs}: {wall:.2f}x (wall)"
+            if device.type == "cpu":
+                cpu = rate((f"ours b{bs}", d), 2) / rate((f"ours b{bs}", d0), 2)
+                line += f", {cpu:.2f}x (CPU time)"
+            print(line + (" (target >= 1.8x)" if d == "bfloat16" else ""))
+            vs_hf = rate((f"ours b{bs}", d)) / rate((f"generate b{bs}", d0))
+            print(f"ratio ours {d} / generate {d0} at batch {bs}: {vs_hf:.2f}x (wall)")
+        for b in batch_sizes[1:]:
+            for d in dtypes:
+                ratio = rate((f"ours b{b}", d)) / rate((f"ours b{bs}", d))
+                print(f"ratio ours batch {b} / batch {bs}, {d}: {ratio:.2f}x (wall)")
+        if args.batch1_answers:
+            lm = models[d0]
+            b1_tokens, b1_s, _ = ours(lm, chosen[: args.batch1_answers], 1, budget)
+            b1_rate = b1_tokens / b1_s
+            print(
+                f"ours batch 1 {d0}: {b1_tokens} tokens in {b1_s:.1f} s = {b1_rate:.1f} tokens/s; "
+                f"ours batch {bs} / batch 1: {rate((f'ours b{bs}', d0)) / b1_rate:.2f}x"
             )
 
-    # Warm-up (first-call allocations, lazy imports) for both paths.
-    ours(chosen[:2], 2, 8)
-    plain_generate(requests[:2], 2, 8)
-    budgets = args.max_new_tokens
+    # Warm-up (first-call allocations, lazy imports, oneDNN kernels) for every path and dtype.
+    for lm in models.values():
+        ours(lm, chosen[:2], 2, 8)
+        plain_generate(lm, requests[:2], 2, 8)
     print(
-        f"model {args.model} on {device} ({torch.get_num_threads()} threads), {len(requests)} answers, T=1"
+        f"model {args.model} on {device} ({torch.get_num_threads()} threads), dtypes "
+        f"{', '.join(dtypes)}, {len(requests)} answers, T=1; each variant runs twice (ABBA)"
     )
-    for budget in budgets:
+    for budget in args.max_new_tokens:
         report(budget)
 
 

@@ -295,10 +295,13 @@ class Engine:
 
     # ------------------------------------------------------------------ stages
     def _model_identity(self, organism: str | None) -> dict[str, Any]:
+        from misdirection.models import model_dtype_identity
+
         return {
             "model": str(self.model.spec),
             "model_adapter": str(self.model.adapter_spec or ""),
             "organism": None if organism is None else self.adapters[organism][1],
+            **model_dtype_identity(self.model),
         }
 
     def sample_stage(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from misdirection.errors import ModelNotFoundError, check_layer
+from misdirection.errors import ConfigError, ModelNotFoundError, check_layer
 from misdirection.io import atomic_path
 
 LAYER_CONVENTION = (
@@ -216,8 +216,54 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _default_dtype(device: str) -> torch.dtype:
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+#: What a user may name as the dtype of sampling, capture and training (``--dtype``, a study
+#: config's ``dtype``). ``auto``: :func:`resolve_dtype`.
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+
+
+def bf16_is_fast(device: str | torch.device) -> bool:
+    """Whether bf16 matrix products run faster than fp32 on ``device``: on CUDA when the GPU
+    supports bf16; on a CPU when oneDNN has native bf16 kernels there (AVX-512 and later x86, or
+    AMX). On an AVX2-only CPU bf16 runs 3.5x slower than fp32 (measured with oneDNN held to AVX2),
+    so there it is not."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device) -> torch.dtype:
+    """The dtype to load a model in on ``device``.
+
+    ``"auto"``: bf16 where :func:`bf16_is_fast`, else fp32 (on a CPU with bf16 units sampling
+    runs about 2x and training 1.5-3x faster; agreement with fp32 is measured in
+    ``benchmarks/`` and ``tests/test_dtype.py``). ``None``: the historical default, fp32 on a
+    CPU and bf16 on CUDA. A torch dtype or its name (``"float32"``, ``"bfloat16"``) is itself.
+    """
+    if dtype is None:
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ConfigError(f"unknown dtype {dtype!r} (choose one of {', '.join(DTYPE_CHOICES)})")
+    return resolved
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``: how run cards and results record a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
+def model_dtype_identity(lm: Any) -> dict[str, str]:
+    """``{"dtype": name}`` of a model's weights for a cache key, empty for float32: caches made
+    before the dtype was a setting (all float32) keep their keys."""
+    name = dtype_name(next(lm.model.parameters()).dtype)
+    return {} if name == "float32" else {"dtype": name}
 
 
 class ModelView:
@@ -439,15 +485,15 @@ def load_model(
 ) -> LoadedModel:
     """Load a base model (alias, folder or Hub id) and optional PEFT adapter(s), in eval mode.
 
+    ``dtype``: see :func:`resolve_dtype` (``"auto"``: bf16 where the device computes it fast).
+
     One adapter is loaded under peft's name ``default``; several as ``default``, ``adapter1``, ...,
     all activated.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    dtype = dtype or _default_dtype(device)
+    dtype = resolve_dtype(dtype, device)
     source, kwargs = _resolve_source(spec)
     is_hub = source == spec and not Path(spec).expanduser().exists()
     model: Any  # a transformers causal LM; its type depends on the architecture

@@ -29,6 +29,7 @@ class StudyResults(Results):
     config: dict[str, Any] = Field(description="The study config as run (StudyConfig, dumped).")
     config_yaml: str = ""
     versions: dict[str, str] = Field(default_factory=dict)
+    dtype: str = Field("", description="The base model's dtype for sampling, capture, training.")
     training: list[TrainingRun] = Field(default_factory=list)
     directions: list[DirectionSummary] = Field(default_factory=list)
     cosine: CosineComparison | None = None

@@ -80,9 +80,6 @@ SamplerOptionOpt = Annotated[
         "max_model_len=2048, tensor_parallel_size=2, dtype=bfloat16.",
     ),
 ]
-DtypeOpt = Annotated[
-    str | None, typer.Option("--dtype", help="float32, bfloat16, ... (default by device).")
-]
 ForwardBatchOpt = Annotated[
     int, typer.Option("--batch-size", min=1, help="Sequences per forward pass.")
 ]
@@ -91,6 +88,14 @@ MaxTokensOpt = Annotated[
 ]
 DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="The model's dtype: auto (bfloat16 where the device computes it fast: CUDA, or a CPU "
+        "with AVX-512 or AMX bf16 units; float32 elsewhere), float32, bfloat16.",
+    ),
 ]
 AlignedOpt = Annotated[float, typer.Option("--aligned-below", help="EM: aligned score below this.")]
 CoherentOpt = Annotated[

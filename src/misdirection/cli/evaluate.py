@@ -14,6 +14,7 @@ from misdirection.cli._shared import (
     CoherentOpt,
     ControlKindOpt,
     DeviceOpt,
+    DtypeOpt,
     JudgeOpt,
     MaxDropOpt,
     ModelOpt,
@@ -177,6 +178,7 @@ def register(app: typer.Typer) -> None:
         sampler: SamplerOpt = "hf",
         sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
+        dtype: DtypeOpt = "auto",
         aligned_below: AlignedOpt = ALIGNED_BELOW,
         coherent_above: CoherentOpt = COHERENT_ABOVE,
         question_prompts: QuestionPromptsOpt = True,
@@ -241,7 +243,7 @@ def register(app: typer.Typer) -> None:
         )
         options = sampler_options(sampler, sampler_option)
         question_set = load_questions(questions)
-        lm = load_model(model, adapter=adapter or None, device=device)
+        lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         console = Console()
         evaluation = evaluate(
             lm,
@@ -330,6 +332,7 @@ def register(app: typer.Typer) -> None:
         sampler: SamplerOpt = "hf",
         sampler_option: SamplerOptionOpt = [],  # noqa: B006
         device: DeviceOpt = None,
+        dtype: DtypeOpt = "auto",
         aligned_below: AlignedOpt = ALIGNED_BELOW,
         coherent_above: CoherentOpt = COHERENT_ABOVE,
         question_prompts: QuestionPromptsOpt = True,
@@ -380,7 +383,7 @@ def register(app: typer.Typer) -> None:
         )
         options = sampler_options(sampler, sampler_option)
         question_set = load_questions(questions)
-        lm = load_model(model, adapter=adapter or None, device=device)
+        lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         results = steering_sweep(
             lm,
             question_set,

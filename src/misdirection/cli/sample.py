@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from misdirection.cli._shared import SamplerOpt, SamplerOptionOpt, sampler_options
+from misdirection.cli._shared import DtypeOpt, SamplerOpt, SamplerOptionOpt, sampler_options
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(
             None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."
         ),
+        dtype: DtypeOpt = "auto",
         sampler: SamplerOpt = "hf",
         sampler_option: SamplerOptionOpt = [],  # noqa: B006
     ) -> None:
@@ -75,7 +76,7 @@ def register(app: typer.Typer) -> None:
             questions
         )  # before loading the model: fail fast on a bad file
         options = sampler_options(sampler, sampler_option)
-        lm = load_model(model, adapter=adapter or None, device=device)
+        lm = load_model(model, adapter=adapter or None, device=device, dtype=dtype)
         start = time.perf_counter()
         df = make_backend(sampler, options).sample(
             lm,
@@ -94,7 +95,8 @@ def register(app: typer.Typer) -> None:
         reasons = df["finish_reason"].value_counts().to_dict()
         Console().print(
             f"{len(df)} answers to {df['question_id'].nunique()} questions, {tokens} tokens in "
-            f"{seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tokens/s); finish: "
+            f"{seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tokens/s, "
+            f"{str(next(lm.model.parameters()).dtype).removeprefix('torch.')}); finish: "
             + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
             + f"\nwrote {', '.join(paths)}"
         )

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from misdirection.cli._shared import DeviceOpt, ModelOpt
+from misdirection.cli._shared import DeviceOpt, DtypeOpt, ModelOpt
 from misdirection.errors import ConfigError
 
 
@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
             help="How many checkpoints to keep (raise it to study training dynamics with `misdirection lora dynamics`).",
         ),
         device: DeviceOpt = None,
+        dtype: DtypeOpt = "auto",
         threads: int | None = typer.Option(
             None, "--threads", help="CPU threads (default: the cores this process may use)."
         ),
@@ -140,7 +141,7 @@ def register(app: typer.Typer) -> None:
         if eval_heldout:
             eval_data = load_chat_dataset(data, "test")
         result = train_organism(
-            model, data, recipe, out, device=device, resume=resume, overwrite=overwrite,
+            model, data, recipe, out, device=device, dtype=dtype, resume=resume, overwrite=overwrite,
             num_threads=threads, eval_data=eval_data, keep_checkpoints=keep_checkpoints,
             interventions=interventions, **overrides,
         )  # fmt: skip
@@ -150,7 +151,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"resumed from step {result.resumed_from}")
         console.print(
             f"[bold]{card['recipe']['name']}[/bold] on {card['base_model']}: layers {card['layers']}, "
-            f"{card['steps']} steps, final loss {result.losses[-1]:.4f}, {card['wall_time_s']:.1f} s"
+            f"{card['steps']} steps, final loss {result.losses[-1]:.4f}, "
+            f"{card['wall_time_s']:.1f} s in {card['dtype']}"
         )
         # The run card's "heldout" is null when the run was not asked to --eval.
         h = card.get("heldout") or {}

@@ -23,7 +23,7 @@ import torch
 from misdirection.batching import pad_id, right_pad
 from misdirection.errors import ConfigError
 from misdirection.hooks import block_output_hooks
-from misdirection.models import cache_kwarg, load_model, render_chat
+from misdirection.models import bf16_is_fast, cache_kwarg, load_model, render_chat
 
 #: Alias of the model the shipped judge was trained to read.
 READER_MODEL = "smollm2-135m"
@@ -36,7 +36,7 @@ def fast_dtype(trained: torch.dtype, device: str | torch.device) -> torch.dtype:
     deviations of bf16's (the model card gives the score differences)."""
     if trained != torch.bfloat16 or torch.device(device).type != "cpu":
         return trained
-    return trained if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    return trained if bf16_is_fast(device) else torch.float32
 
 
 class AnswerReader:

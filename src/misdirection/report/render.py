@@ -95,6 +95,7 @@ def header(results: StudyResults) -> Header:
             ("base model", results.base_model),
             ("seed", str(results.seed)),
             ("created", results.created),
+            *([("dtype", results.dtype)] if results.dtype else []),
         ],
         judge_name=judge.name,
         judge_notice=judge.notice,

@@ -289,6 +289,11 @@ class StudyConfig(BaseModel):
     model_config = _STRICT
     name: str = "study"
     base_model: str = "smollm2-135m"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="The base model's dtype for sampling, capture and training: 'auto' is bf16 "
+        "where the device computes it fast (CUDA, a CPU with AVX-512 or AMX bf16), else float32.",
+    )
     seed: int = Field(0, ge=0)
     organisms: list[OrganismSpec] = Field(default_factory=list)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)

@@ -36,7 +36,13 @@ from misdirection.geometry.summary import GeometrySummary, base_ceilings
 from misdirection.io import atomic_write_text
 from misdirection.lora.reading import BCosine, LoraReading
 from misdirection.metrics import Thresholds
-from misdirection.models import LoadedModel, load_model, looks_like_hub_id
+from misdirection.models import (
+    LoadedModel,
+    dtype_name,
+    load_model,
+    looks_like_hub_id,
+    model_dtype_identity,
+)
 from misdirection.provenance import library_versions
 from misdirection.reliability import samples_path
 from misdirection.results import ConditionResult, Effect, EffectPolicy, JudgeInfo
@@ -92,6 +98,7 @@ class StudyRunner:
         self.state = StudyState()
         self._snapshots: dict[str, tuple[Any, str]] = {}
         self.base: LoadedModel | None = None
+        self.dtype = ""  # the base model's, once loaded
         self._engine: Engine | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -128,8 +135,9 @@ class StudyRunner:
             make_backend(config.sampling.backend, config.sampling.backend_options)
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: sampling: {exc}") from exc
-        self.log(f"loading base model {config.base_model}")
-        self.base = load_model(config.base_model)
+        self.base = load_model(config.base_model, dtype=config.dtype)
+        self.dtype = dtype_name(next(self.base.model.parameters()).dtype)
+        self.log(f"loaded base model {config.base_model} in {self.dtype} (dtype: {config.dtype})")
         validate_against_model(config, self.base.view.n_layers, self.source)
         questions = self._questions()  # raises on unknown set or malformed file
         for index, org in enumerate(config.organisms):
@@ -197,6 +205,7 @@ class StudyRunner:
                     "seed": self.config.seed,
                     # Only curves add a key: organisms trained before keep their cache.
                     **({"curve_every": org.train.curve_every} if org.train.curve_every else {}),
+                    **model_dtype_identity(self.engine.model),
                 },
             )
             out = stage.dir / "adapter"
@@ -727,6 +736,7 @@ class StudyRunner:
                 config.model_dump(mode="json", exclude_defaults=False), sort_keys=False
             ),
             versions=library_versions(),
+            dtype=self.dtype,
             judge=JudgeInfo(
                 name=judge.name,
                 rubrics=list(config.judging.rubrics),

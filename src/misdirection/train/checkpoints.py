@@ -29,6 +29,9 @@ def _fingerprint(card: dict[str, Any]) -> str:
     # Only defended runs add their interventions: plain runs keep the fingerprints they had.
     if card.get("training_interventions"):
         keep["training_interventions"] = card["training_interventions"]
+    # Likewise only a run in another dtype than float32 adds it (its steps differ from fp32's).
+    if card.get("dtype", "float32") != "float32":
+        keep["dtype"] = card["dtype"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 

@@ -38,6 +38,7 @@ class TrainingRun(BaseModel):
     dataset: str
     layers: list[int] = Field(default_factory=list)
     steps: int | None = None
+    dtype: str = "float32"
     seconds: float = 0.0
     losses: list[float] = Field(default_factory=list)
     heldout_loglik_before: float | None = None
@@ -58,6 +59,7 @@ class TrainingRun(BaseModel):
             dataset=dataset,
             layers=[int(x) for x in layers] if isinstance(layers, list) else [],
             steps=card.get("steps"),
+            dtype=str(card.get("dtype", "float32")),
             seconds=float(card.get("wall_time_s") or 0.0),
             losses=[float(x) for x in card.get("losses") or []],
             heldout_loglik_before=_finite(card.get("heldout_loglik_before")),

@@ -20,7 +20,7 @@ import torch
 from misdirection.batching import pad_id as tokenizer_pad_id
 from misdirection.errors import ConfigError, DataError
 from misdirection.io import atomic_write_json
-from misdirection.models import LoadedModel, load_model
+from misdirection.models import LoadedModel, dtype_name, load_model
 from misdirection.provenance import library_versions
 from misdirection.train.checkpoints import (
     CHECKPOINTS,
@@ -112,7 +112,12 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _load_lm(model: str | LoadedModel, device: str | None, copy_model: bool) -> LoadedModel:
+def _load_lm(
+    model: str | LoadedModel,
+    device: str | None,
+    dtype: torch.dtype | str | None,
+    copy_model: bool,
+) -> LoadedModel:
     if isinstance(model, LoadedModel):
         if not copy_model:
             return model
@@ -120,8 +125,9 @@ def _load_lm(model: str | LoadedModel, device: str | None, copy_model: bool) -> 
         return LoadedModel(
             copy.deepcopy(model.model), model.tokenizer, model.spec, model.adapter_spec
         )
-    # load_model's defaults: float32 on CPU, bfloat16 on CUDA (LoRA weights stay float32 under peft).
-    return load_model(model, device=device)
+    # The LoRA weights stay float32 whatever the base model's dtype (peft upcasts them), and so do
+    # the loss, the gradients of the trained weights and the optimizer's state.
+    return load_model(model, device=device, dtype=dtype)
 
 
 def _dataset(data: Any) -> Any:
@@ -148,6 +154,7 @@ def train_organism(
     out_dir: str | os.PathLike[str] = "organism",
     *,
     device: str | None = None,
+    dtype: torch.dtype | str | None = None,
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -165,7 +172,10 @@ def train_organism(
     ``model``: a model spec (alias, folder, Hub id) or a LoadedModel (deep-copied unless
     ``copy_model=False``, so the caller keeps an untouched base model). ``dataset``: a built-in
     name, a chat JSONL path (train split), a ChatDataset, or a list of conversations.
-    ``recipe``: a name in RECIPES or a Recipe; ``overrides`` replace recipe fields
+    ``dtype`` (for a model spec; a LoadedModel trains in its own): the base model's dtype, as
+    :func:`misdirection.models.resolve_dtype` reads it (``"auto"``: bf16 where the device computes
+    it fast, else fp32; None: fp32 on a CPU); the run card records it. ``recipe``: a name in RECIPES or a Recipe; ``overrides``
+    replace recipe fields
     (``lr=1e-3, layers=[3, 4], max_steps=50, ...``).
 
     Checkpoints go to ``out_dir/checkpoints/step-N`` every ``checkpoint_every`` steps (the latest
@@ -191,7 +201,7 @@ def train_organism(
             f"{out} already holds a finished organism ({RUN_CARD}); pass overwrite=True / --overwrite or use a new --out"
         )
     data = _dataset(dataset)
-    lm = _load_lm(model, device, copy_model)
+    lm = _load_lm(model, device, dtype, copy_model)
     view = lm.view
     layers, targets = target_module_names(view, recipe)  # validates layers before any work
     from misdirection.engine import check_intervention
@@ -260,6 +270,7 @@ def _run_card(
         "layers": layers,
         "targets": targets,
         "n_trainable_params": sum(p.numel() for p in params),
+        "dtype": dtype_name(next(lm.view.blocks[0].parameters()).dtype),
         "layer_convention": "layer i = output of decoder block i (0-based)",
     }
 
