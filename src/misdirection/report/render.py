@@ -306,7 +306,10 @@ def directions_section(results: StudyResults, figures: dict[str, Path]) -> Secti
     if any(d.pooled_aligned for d in results.directions):
         s.text(
             "Pooled: aligned answers (aligned > 70, coherent > 50) of the study's base model and "
-            "other organisms, read through the model whose direction it is."
+            "other organisms, read through the model whose direction it is. Caution: pooled "
+            "answers were written by other models, so the direction can also separate the "
+            "organism's own text from theirs (style, length), which a high reliability does not "
+            "rule out; compare with extract.pool_aligned: false before reading it as misalignment."
         )
     plans = [f"{d.organism}: {d.plan.text()}" for d in results.directions if d.plan is not None]
     if plans:
