@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(
             False,
             "--quick",
-            help="A smaller study (about 15-20 minutes on 2 cores; the full one about 35).",
+            help="A smaller study (about 18 minutes on 2 cores in bf16; the full one is longer, see the README).",
         ),
         out: Path = typer.Option(
             None, "--out", help="Run folder (default: runs/demo or runs/demo-quick)."
