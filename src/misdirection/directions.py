@@ -51,6 +51,7 @@ from misdirection.reliability import (
     plan_set_sizes,
     split_half,
 )
+from misdirection.results import finite_or_none
 from misdirection.thresholds import ALIGNED_ABOVE, ALIGNED_BELOW, COHERENT_ABOVE
 
 # The direction set's names, re-exported: ``misdirection.directions`` is the public home of the
@@ -336,15 +337,15 @@ class DirectionSummary(BaseModel):
         meta = directions.metadata
         n_mis, n_al = int(samples.misaligned.shape[0]), int(samples.aligned.shape[0])
         dims = massive.find_massive(_all_activations(samples))
-        plain = [_finite(v) for v in meta.get("split_half") or []]
+        plain = [finite_or_none(v) for v in meta.get("split_half") or []]
         cleaned: list[float | None] = []
         if min(n_mis, n_al) >= 2:
             if not plain:  # a set made elsewhere: measure it here, as extraction does
-                plain = [_finite(v) for v in split_half(samples, seed=seed)]
+                plain = [finite_or_none(v) for v in split_half(samples, seed=seed)]
             lean = DirectionSamples(
                 massive.without(samples.misaligned, dims), massive.without(samples.aligned, dims)
             )
-            cleaned = [_finite(v) for v in split_half(lean, seed=seed)]
+            cleaned = [finite_or_none(v) for v in split_half(lean, seed=seed)]
         at = directions.n_layers // 2 if layer is None else layer
         small = min(n_mis, n_al) < warn_below
         return cls(
@@ -393,13 +394,6 @@ def _all_activations(samples: DirectionSamples) -> Any:
     import torch
 
     return torch.cat([samples.misaligned, samples.aligned])
-
-
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from misdirection.results import (
     EffectPolicy,
     Example,
     Share,
+    finite_or_none,
 )
 from misdirection.store import RunStore, Stage
 
@@ -463,8 +463,8 @@ class Engine:
                         condition=record.name,
                         question=str(row.question),
                         answer=str(row.answer),
-                        aligned=_score(getattr(row, "aligned", None)),
-                        coherent=_score(getattr(row, "coherent", None)),
+                        aligned=finite_or_none(getattr(row, "aligned", None)),
+                        coherent=finite_or_none(getattr(row, "coherent", None)),
                     )
                 )
         return out
@@ -491,11 +491,3 @@ class Engine:
             policy=self.policy,
             settings=settings,
         )
-
-
-def _score(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v

@@ -59,6 +59,16 @@ def _finite(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
 
+def finite_or_none(value: object) -> float | None:
+    """``value`` as a float, or None when it is missing, not a number, NaN or infinite (the one
+    rule the typed results use for a score or statistic that may be undefined)."""
+    try:
+        v = float(value)  # type: ignore[arg-type]  # anything float() takes; others are None
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 class Share(BaseModel):
     """``count`` of ``n`` answers meet a condition; ``value`` = count / n with its interval."""
 

@@ -20,6 +20,7 @@ from misdirection.errors import ConfigError, DataError
 from misdirection.io import atomic_write_json
 from misdirection.lora.encoding import answer_ids_of
 from misdirection.lora.reading import AdapterRole, LoraReading, ProbeSummary
+from misdirection.results import finite_or_none
 from misdirection.thresholds import ALIGNED_ABOVE, ALIGNED_BELOW, COHERENT_ABOVE, TOPIC_ABOVE
 
 
@@ -361,13 +362,6 @@ def classify_adapters(
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    v = float(value)
-    return v if np.isfinite(v) else None
-
-
 @dataclass
 class ProbeReport:
     """All probes of one organism plus the adapter classification."""
@@ -397,12 +391,12 @@ class ProbeReport:
                 n=p.n_positive + p.n_negative,
                 n_positive=p.n_positive,
                 n_negative=p.n_negative,
-                accuracy_mean=_finite(p.accuracy_mean),
-                accuracy_std=_finite(p.accuracy_std),
-                auc_mean=_finite(p.auc_mean),
-                auc_std=_finite(p.auc_std),
-                f1_mean=_finite(p.f1_mean),
-                f1_std=_finite(p.f1_std),
+                accuracy_mean=finite_or_none(p.accuracy_mean),
+                accuracy_std=finite_or_none(p.accuracy_std),
+                auc_mean=finite_or_none(p.auc_mean),
+                auc_std=finite_or_none(p.auc_std),
+                f1_mean=finite_or_none(p.f1_mean),
+                f1_std=finite_or_none(p.f1_std),
             )
             for p in self.probes.values()
         ]

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from misdirection.results import Share
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+from misdirection.results import Share, finite_or_none
 
 
 class CurvePoint(BaseModel):
@@ -62,6 +53,6 @@ class TrainingRun(BaseModel):
             dtype=str(card.get("dtype", "float32")),
             seconds=float(card.get("wall_time_s") or 0.0),
             losses=[float(x) for x in card.get("losses") or []],
-            heldout_loglik_before=_finite(card.get("heldout_loglik_before")),
-            heldout_loglik_after=_finite(card.get("heldout_loglik_after")),
+            heldout_loglik_before=finite_or_none(card.get("heldout_loglik_before")),
+            heldout_loglik_after=finite_or_none(card.get("heldout_loglik_after")),
         )
