@@ -576,3 +576,24 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10  # not blank
+
+
+def test_first_screen_sets_each_claim_beside_the_paper_with_its_verdict(tmp_path):
+    write(tmp_path, study(**full_extras(tmp_path)))
+    md = render_report(tmp_path)["markdown"].read_text()
+    first = md.index("## What this run shows, beside the paper")
+    assert first < md.index("## EM and coherence of base and organisms")
+    table = md[first : md.index("\n## ", first + 5)]
+    # Steering: the point with the highest EM is shown, and its collapse is called one.
+    assert "| Steering the base model with the direction induces EM | up to 50% EM |" in table
+    assert "steer-L1-x8" in table and "collapse: coherence fell" in table
+    # The ablation that broke the model is a collapse; the one that kept coherence is a removal.
+    assert "ablate-org-layerwise" in table and "ablate-org-single" in table
+    assert "removed: EM fell beyond its interval, coherence kept, beyond all 5 random" in table
+    # The transfer without effect reads as a null.
+    assert "transfer-org-to-other" in table and "null: the EM change's interval covers 0" in table
+    # Cosines beside their ceiling, with and without massive dimensions; the ceiling caveat.
+    assert "org vs other, layer 2: 0.400 [0.300, 0.500], noise ceiling 0.800" in table
+    assert "massive-dominated: read the figure without them" in table
+    # No organism effect in this study: said, not hidden.
+    assert "| Fine-tuning on narrow data induces EM | 11.3% EM at > 99% coherent | not run" in table

@@ -326,3 +326,42 @@ def test_in_place_cache_survives_window_moves(monkeypatch):
         df = sample_answers(lm, QUESTIONS, 12, 12, batch_size=bs, **kwargs)
         pd.testing.assert_frame_equal(reference, df)
         assert any(new == 0 for _, _, new in moves), (bs, moves)  # moved back to column 0
+
+
+def test_each_prompt_is_prefilled_once_and_answers_are_unchanged(llama):
+    """Several answers per paraphrase share one prefill row; the answers equal one-by-one sampling."""
+    widths: list[int] = []
+
+    def count(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[1] > 1:  # a prefill, not a decoding step
+            widths.append(ids.shape[0])
+
+    handle = llama.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        shared = sample_answers(llama, QUESTIONS, 4, 8, seed=3, batch_size=12, progress=False)
+    finally:
+        handle.remove()
+    assert widths == [3]  # 3 paraphrases x 4 answers admitted together: 3 prompt rows, not 12
+    alone = sample_answers(llama, QUESTIONS, 4, 8, seed=3, batch_size=1, progress=False)
+    pd.testing.assert_frame_equal(shared, alone)
+    assert shared["answer"].nunique() > 3  # the repeated rows still sample apart
+
+
+def test_inverse_cdf_picks_what_a_whole_row_cumulative_sum_picks():
+    """The two-level inverse CDF equals searchsorted over a float64 cumulative sum of the row."""
+    from misdirection.sample import inverse_cdf
+
+    gen = torch.Generator().manual_seed(0)
+    for vocab, block in ((49152, 512), (1000, 64), (37, 8), (5, 512)):
+        logits = torch.randn(64, vocab, generator=gen) * 4
+        logits[:, ::7] = -float("inf")
+        probs = torch.softmax(logits, dim=-1)
+        u = torch.rand(64, generator=gen, dtype=torch.float64)
+        u[0], u[1] = 0.0, 1.0 - 1e-12  # both ends
+        cdf = probs.double().cumsum(-1)
+        expected = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
+        got = inverse_cdf(probs, u, block=block)
+        assert torch.equal(got, expected.clamp(max=vocab - 1)), (vocab, block)
+        # Zero-probability tokens are never picked (u = 0 exactly, row 0, picks token 0 in both).
+        assert (probs[1:].gather(1, got[1:].unsqueeze(-1)) > 0).all()

@@ -55,7 +55,16 @@ def study_run(tmp_path_factory):
             "min_per_set": 2,
             "target_per_set": 12,
             "max_answers": 60,
+            "base_max_answers": 24,
             "pool_aligned": True,
+        },
+        "ablation": {
+            "direction": "a",
+            "targets": ["a", "b"],
+            "modes": ["layerwise", "single"],
+            "transfer_modes": ["single"],
+            "samples_per_paraphrase": 2,
+            "random_controls": 1,
         },
         "cosine": ["a", "b"],
         "geometry": {"null_draws": 20},
@@ -81,14 +90,24 @@ def test_extraction_samples_until_its_sets_are_large_enough(study_run):
     extra = [c for c in results.conditions if c.kind == "extract"]
     assert extra, "the own answers alone are too few: more rounds must be drawn"
     by_name = {d.organism: d for d in results.directions}
-    for name in ("base", "a", "b"):
+    # The base model's own cap (24: its evaluation answers alone) stops its rounds before the
+    # organisms' cap would.
+    base_rounds = [c for c in extra if c.name.startswith("base~extract-")]
+    base_d = by_name["base"]
+    assert not base_rounds
+    assert min(base_d.n_misaligned_available or 0, base_d.n_aligned_available or 0) >= 12 or any(
+        "Extraction for base stopped at the cap of 24 answers" in n for n in results.notes
+    )
+    for name in ("a", "b"):
         d = by_name[name]
         rounds = [c for c in extra if c.name.startswith(f"{name}~extract-")]
         own = next(c for c in results.conditions if c.name == name)
         answers = own.n + sum(c.n for c in rounds)
         # Either both sets reached the target, or the cap stopped the rounds (and a note says so).
         reached = min(d.n_misaligned_available or 0, d.n_aligned_available or 0) >= 12
-        capped = answers >= 60 and any(f"Extraction for {name} stopped" in n for n in results.notes)
+        capped = answers >= 60 and any(
+            f"Extraction for {name} stopped at the cap of 60" in n for n in results.notes
+        )
         assert reached or capped
         # Aligned answers of the other models were pooled and read through this one.
         assert d.pooled_aligned > 0
@@ -118,6 +137,24 @@ def test_every_analysis_is_typed_and_the_rerun_is_identical(study_run):
     assert [(p.step, p.condition) for p in curve] == [(0, "base"), (1, "a@step-1"), (2, "a")]
     assert not results.training[1].curve
     assert all(c.misaligned is not None for c in results.conditions)
+    # Ablation: both modes on the direction's own organism, transfer_modes on the other; the
+    # ablated conditions and their controls sample 2 answers per paraphrase, the organisms 1.
+    ablations = {
+        (e.kind, e.settings["target"], e.settings["mode"])
+        for e in results.effects
+        if e.kind in ("ablate", "transfer")
+    }
+    assert ablations == {
+        ("ablate", "a", "layerwise"),
+        ("ablate", "a", "single"),
+        ("transfer", "b", "single"),
+    }
+    by_name = {c.name: c for c in results.conditions}
+    for e in results.effects:
+        if e.kind in ("ablate", "transfer"):
+            assert by_name[e.after].n == 2 * by_name[e.before].n
+            assert e.controls is not None
+            assert all(by_name[c].n == by_name[e.after].n for c in e.controls.conditions)
     # A second run reuses every cached stage and writes the same numbers.
     for key in ("conditions", "effects", "directions", "cosine", "geometry", "training"):
         assert first[key] == again[key], key

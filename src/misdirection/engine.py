@@ -141,22 +141,38 @@ def check_intervention(lm: LanguageModel, intervention: Intervention | None) -> 
         pass
 
 
-def _question_chunks(questions: list[Any], n: int | None, batch_size: int) -> list[list[Any]]:
-    """Consecutive questions grouped so that each chunk fills about one batch.
+#: A chunk holds up to this many batches of answers: the sampler refills freed rows within a chunk,
+#: so only a chunk's last wave runs part-empty, while a resumed run loses at most one chunk's work.
+CHUNK_BATCHES = 4
 
-    The grouping depends only on the settings, so an interrupted run resumes with the same chunks;
-    answers are seeded per answer, so the grouping does not change them.
+
+def _question_chunks(questions: list[Any], n: int | None, batch_size: int) -> list[list[Any]]:
+    """Consecutive questions grouped into chunks of at most ``CHUNK_BATCHES`` batches of answers.
+
+    A question never straddles chunks (one with more answers than that is a chunk of its own).
+    Chunks used to close at the first question that filled a batch, so 24-answer questions at
+    batch 64 made chunks of 72: a full batch, then 8 rows decoded alone for the whole answer
+    length. The grouping depends only on the settings, and answers are seeded per answer, so the
+    grouping does not change them.
     """
+    limit = CHUNK_BATCHES * batch_size
     groups: list[list[Any]] = [[]]
     rows = 0
     for question in questions:
-        if rows >= batch_size:
+        per = n if n is not None else int(_field(question, "samples_per_paraphrase", 1))
+        size = len(_field(question, "paraphrases") or []) * per
+        if groups[-1] and rows + size > limit:
             groups.append([])
             rows = 0
         groups[-1].append(question)
-        per = n if n is not None else int(_field(question, "samples_per_paraphrase", 1))
-        rows += len(_field(question, "paraphrases") or []) * per
+        rows += size
     return [g for g in groups if g]
+
+
+def _chunk_name(index: int, group: list[Any]) -> str:
+    """A chunk's file name: its index and the hash of its questions, so that a run resumed under
+    another batch size (another grouping) re-samples its chunks instead of mixing groupings."""
+    return f"{index:04d}-{questions_sha256(group)[:12]}.parquet"
 
 
 def condition_result(
@@ -341,7 +357,7 @@ class Engine:
         self.log(f"sampling {name}: {len(self.questions)} questions, {len(groups)} chunks")
         with self.model_for(organism) as lm:
             for index, group in enumerate(groups):
-                path = chunks / f"{index:04d}.parquet"
+                path = chunks / _chunk_name(index, group)
                 if path.is_file():
                     continue  # finished before an interruption
                 df = self.backend.sample(
@@ -357,7 +373,7 @@ class Engine:
                 )
                 write_answers(df, str(path))  # atomic: a killed run never leaves half a chunk
         table = pd.concat(
-            [pd.read_parquet(chunks / f"{i:04d}.parquet") for i in range(len(groups))],
+            [pd.read_parquet(chunks / _chunk_name(i, g)) for i, g in enumerate(groups)],
             ignore_index=True,
         )
         write_answers(table, str(stage.dir / "answers.parquet"))

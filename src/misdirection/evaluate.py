@@ -516,6 +516,7 @@ def ablation_effects(
     first_control_seed: int = 0,
     control_kind: ControlKind = "isotropic",
     activations: torch.Tensor | None = None,
+    samples_per_paraphrase: int | None = None,
     settings: dict[str, Any] | None = None,
 ) -> list[Effect]:
     """Ablate a direction from one target (layer-wise and/or single) against ``before``.
@@ -546,6 +547,7 @@ def ablation_effects(
             first_control_seed=first_control_seed,
             control_kind=control_kind,
             activations=activations,
+            samples_per_paraphrase=samples_per_paraphrase,
             settings={
                 **(settings or {}),
                 "target": target,

@@ -254,9 +254,12 @@ def null_histograms(entries: Sequence[dict], path: str | Path) -> Path:
         ):
             s = e.get(key)
             if s is not None and np.isfinite(s).any():
+                finite = s[np.isfinite(s)]
                 ax.hist(
-                    s[np.isfinite(s)],
-                    bins=30,
+                    finite,
+                    # A null that is constant (e.g. PC1's share with 2 vectors is always 1) or
+                    # spans less than float resolution cannot be cut into 30 bins.
+                    bins=30 if np.ptp(finite) > 1e-9 * max(1.0, float(np.abs(finite).max())) else 1,
                     color=colour,
                     alpha=0.55,
                     label=lab,

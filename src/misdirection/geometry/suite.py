@@ -257,7 +257,7 @@ def run_suite(
             res["triangles"] = triangle_consistency(C, names, max_triplets_listed)
         else:
             res["triangles"] = None
-            notes.append("triangle consistency skipped: it needs at least 3 vectors")
+            notes.append(f"triangle consistency is defined for 3 or more vectors; this set has {n}")
         if ref is not None:
             rp = reference_projection(C, ref, norms=np.linalg.norm(X, axis=1))
             res["reference_projection"] = {"reference": [names[i] for i in ref], **rp}

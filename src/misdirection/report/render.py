@@ -578,8 +578,10 @@ def provenance_section(results: StudyResults) -> Section:
 def build_report(results: StudyResults, figures: dict[str, Path]) -> Report:
     """The report's sections, in order; a section without data is left out."""
     from misdirection.report.defence import defence_section
+    from misdirection.report.headline import headline_section
 
     sections = [
+        headline_section(results),
         conditions_section(results, figures),
         training_section(results, figures),
         *(

@@ -124,6 +124,14 @@ class ExtractSpec(BaseModel):
     max_answers: int = Field(
         400, ge=1, description="The cap on answers sampled per organism for extraction."
     )
+    base_max_answers: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "The cap for the base model's own direction (default: max_answers). The base model "
+            "answers misaligned rarely, so its set needs many more rounds than an organism's."
+        ),
+    )
     pool_aligned: bool = Field(
         False,
         description=(
@@ -163,10 +171,23 @@ class AblationSpec(BaseModel):
     direction: str
     targets: list[str]
     modes: list[Literal["layerwise", "single"]] = Field(default_factory=lambda: [*ABLATION_MODES])
+    transfer_modes: list[Literal["layerwise", "single"]] | None = Field(
+        None,
+        min_length=1,
+        description="Modes for the targets other than the direction's own organism (default: modes).",
+    )
     source_layer: int | None = Field(
         None, description="Layer whose direction the single mode uses (default: middle)."
     )
     random_controls: int = Field(5, ge=0)
+    samples_per_paraphrase: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Answers per paraphrase of each ablated condition and its controls (default: "
+            "sampling's); the unablated organism keeps sampling's."
+        ),
+    )
     control_kind: Literal["isotropic", "variance-matched"] = Field(
         "variance-matched",
         description=(
@@ -186,6 +207,14 @@ class LoraSpec(BaseModel):
         description="Project the organism's mean-diff direction out of its rank-1 B vectors.",
     )
     b_controls: int = Field(5, ge=0, description="Random-direction controls of the B ablation.")
+    samples_per_paraphrase: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Answers per paraphrase of the scaled and B-ablated conditions and their controls "
+            "(default: sampling's)."
+        ),
+    )
 
 
 class GeometrySpec(BaseModel):

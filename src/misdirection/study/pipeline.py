@@ -366,6 +366,11 @@ class StudyRunner:
                 )
                 keys.append(other.key)
         pool = pd.concat(pooled, ignore_index=True) if pooled else None
+        cap = (
+            spec.base_max_answers
+            if organism is None and spec.base_max_answers is not None
+            else spec.max_answers
+        )
         round_ = 0
         while spec.target_per_set is not None:
             sel = select_sets(pd.concat(tables, ignore_index=True), thresholds)
@@ -373,9 +378,9 @@ class StudyRunner:
             answers = sum(len(t) for t in tables)
             if min(n_aligned, sel.n_misaligned_available) >= spec.target_per_set:
                 break
-            if answers >= spec.max_answers:
+            if answers >= cap:
                 self.state.notes.append(
-                    f"Extraction for {name} stopped at the cap of {spec.max_answers} answers with "
+                    f"Extraction for {name} stopped at the cap of {cap} answers with "
                     f"{sel.n_misaligned_available} misaligned and {n_aligned} aligned answers "
                     f"(target {spec.target_per_set} per set)."
                 )
@@ -429,20 +434,22 @@ class StudyRunner:
         )
         activations = _stacked(d.samples) if spec.control_kind == "variance-matched" else None
         for target in spec.targets:
+            own = target == spec.direction
             self.state.effects += ablation_effects(
                 self.engine,
                 d.directions,
                 self.condition(target),
                 target,
                 source_layer,
-                modes=spec.modes,
-                kind="ablate" if target == spec.direction else "transfer",
+                modes=spec.modes if own or spec.transfer_modes is None else spec.transfer_modes,
+                kind="ablate" if own else "transfer",
                 organism=target,
                 name=f"ablate-{spec.direction}-from-{{target}}-{{mode}}",
                 random_controls=spec.random_controls,
                 first_control_seed=self.config.seed,
                 control_kind=spec.control_kind,
                 activations=activations,
+                samples_per_paraphrase=spec.samples_per_paraphrase,
                 settings={"direction": spec.direction},
             )
 
@@ -488,10 +495,18 @@ class StudyRunner:
             return None
         from misdirection import lora
 
+        # The organism's own answers and its extraction rounds (the same model, new seeds): a
+        # rank-1 organism answers aligned rarely, and the probe needs both classes.
+        answered = [self.condition(spec.organism)] + [
+            c
+            for c in self.engine.results.values()
+            if c.kind == "extract" and c.name.startswith(f"{spec.organism}~extract-")
+        ]
+        keys = [c.key for c in answered]
         stage = self.store.stage(
             f"lora/{spec.organism}",
             {
-                "judged": self.condition(spec.organism).key,
+                "judged": keys[0] if len(keys) == 1 else keys,
                 "settings": spec.model_dump(exclude={"scale_adapters", "ablate_b", "b_controls"}),
                 "direction": (
                     self.state.directions[spec.organism].key
@@ -503,8 +518,21 @@ class StudyRunner:
         )
         if not stage.done:
             stage.start()
-            table = self.engine.table(spec.organism)
-            self.log(f"probing the rank-1 adapters of {spec.organism}")
+            table = pd.concat(
+                [
+                    self.engine.table(c).assign(
+                        answer_id=lambda d, n=c.name: d["answer_id"].astype(str) + f"~{n}"
+                    )
+                    if i
+                    else self.engine.table(c)
+                    for i, c in enumerate(answered)
+                ],
+                ignore_index=True,
+            )
+            self.log(
+                f"probing the rank-1 adapters of {spec.organism} on {len(table)} answers "
+                f"({len(answered)} draws)"
+            )
             try:
                 with self.engine.model_for(spec.organism) as lm:
                     scalars = lora.adapter_scalars(lm, table, progress=self.progress)
@@ -542,6 +570,7 @@ class StudyRunner:
                     condition_kind="adapter-scaling",
                     organism=spec.organism,
                     before=before,
+                    samples_per_paraphrase=spec.samples_per_paraphrase,
                     settings={"scale_adapters": item},
                 )
             )
@@ -563,6 +592,7 @@ class StudyRunner:
                         controls=spec.b_controls,
                         first_control_seed=self.config.seed,
                         control_kind="isotropic",
+                        samples_per_paraphrase=spec.samples_per_paraphrase,
                         settings={"direction": spec.organism},
                     )
                 )
