@@ -340,8 +340,9 @@ class StudyRunner:
 
         The condition's own answers; with ``target_per_set``, more rounds of the same condition
         (new seeds) until each set is large enough or ``max_answers`` is reached; with
-        ``pool_aligned``, the aligned answers of the base model and the other organisms (read
-        through this organism's model at capture; their ``pooled_from`` says where they came from).
+        ``pool_aligned``, the aligned answers of the base model and the other organisms, their
+        extraction rounds included (read through this organism's model at capture; their
+        ``pooled_from`` says where they came from).
         """
         from misdirection.directions import select_sets
 
@@ -354,7 +355,13 @@ class StudyRunner:
         pooled = []
         if spec.pool_aligned:
             for other in self.engine.results.values():
-                if other.kind not in ("base", "organism") or other.name == name:
+                # Every other model's answers, their extraction rounds included (the reference
+                # code pools every response file); this model's own rounds are drawn below.
+                if (
+                    other.kind not in ("base", "organism", "extract")
+                    or other.name == name
+                    or other.name.startswith(f"{name}~extract-")
+                ):
                     continue
                 df = self.engine.table(other)
                 rows = select_sets(df, thresholds).aligned
