@@ -118,3 +118,25 @@ def test_demo_configs_ship_and_match_examples(name):
     packaged = (DEMO_DIR / name).read_text()
     assert (ROOT / "examples" / name).read_text() == packaged
     validate_against_model(load_config(DEMO_DIR / name), n_layers=30, source=name)
+
+
+@pytest.mark.parametrize(("name", "per_set"), [("demo.yaml", 100), ("demo-quick.yaml", 30)])
+def test_demo_configs_run_every_experiment(name, per_set):
+    """Both demos run every section of the papers' workflow, with controls and enough answers."""
+    from misdirection.study.demo import DEMO_DIR
+
+    config = load_config(DEMO_DIR / name)
+    assert config.extract is not None and config.extract.base  # the base direction: Figure 3
+    assert set(config.extract.organisms) == {o.name for o in config.organisms}
+    assert config.extract.target_per_set is not None and config.extract.target_per_set >= per_set
+    assert config.steering is not None and config.steering.random_controls >= 3
+    ablation = config.ablation
+    assert ablation is not None and ablation.random_controls >= 3
+    own = set(ablation.modes) if ablation.direction in ablation.targets else set()
+    others = [t for t in ablation.targets if t != ablation.direction]
+    assert others, "a transfer target"
+    transfer = set(ablation.transfer_modes or ablation.modes)
+    assert own | transfer == {"layerwise", "single"}
+    assert config.lora is not None and config.lora.ablate_b and config.lora.b_controls >= 3
+    assert len(config.cosine) >= 2 and config.geometry is not None
+    assert len(config.organisms) >= 2
