@@ -360,16 +360,13 @@ class StudyRunner:
                 if (
                     other.kind not in ("base", "organism", "extract")
                     or other.name == name
-                    or other.name.startswith(f"{name}~extract-")
+                    or other.name.startswith(_round_prefix(name))
                 ):
                     continue
                 df = self.engine.table(other)
                 rows = select_sets(df, thresholds).aligned
                 pooled.append(
-                    df.iloc[rows].assign(
-                        pooled_from=other.name,
-                        answer_id=lambda d, o=other.name: d["answer_id"].astype(str) + f"~{o}",
-                    )
+                    _tagged(df.iloc[rows], f"~{other.name}").assign(pooled_from=other.name)
                 )
                 keys.append(other.key)
         pool = pd.concat(pooled, ignore_index=True) if pooled else None
@@ -394,14 +391,10 @@ class StudyRunner:
                 break
             round_ += 1
             extra = self.engine.run(
-                f"{name}~extract-{round_}", "extract", organism=organism, seed_offset=round_
+                f"{_round_prefix(name)}{round_}", "extract", organism=organism, seed_offset=round_
             )
             # The same answer ids come back with each seed: keep them apart.
-            tables.append(
-                self.engine.table(extra).assign(
-                    answer_id=lambda df, r=round_: df["answer_id"].astype(str) + f"~r{r}"
-                )
-            )
+            tables.append(_tagged(self.engine.table(extra), f"~r{round_}"))
             keys.append(extra.key)
         if pool is not None:
             tables.append(pool)
@@ -504,10 +497,11 @@ class StudyRunner:
 
         # The organism's own answers and its extraction rounds (the same model, new seeds): a
         # rank-1 organism answers aligned rarely, and the probe needs both classes.
+        prefix = _round_prefix(spec.organism)
         answered = [self.condition(spec.organism)] + [
             c
             for c in self.engine.results.values()
-            if c.kind == "extract" and c.name.startswith(f"{spec.organism}~extract-")
+            if c.kind == "extract" and c.name.startswith(prefix)
         ]
         keys = [c.key for c in answered]
         stage = self.store.stage(
@@ -525,14 +519,11 @@ class StudyRunner:
         )
         if not stage.done:
             stage.start()
+            own, *rounds = answered
             table = pd.concat(
                 [
-                    self.engine.table(c).assign(
-                        answer_id=lambda d, n=c.name: d["answer_id"].astype(str) + f"~{n}"
-                    )
-                    if i
-                    else self.engine.table(c)
-                    for i, c in enumerate(answered)
+                    self.engine.table(own),
+                    *(_tagged(self.engine.table(c), f"~{c.name}") for c in rounds),
                 ],
                 ignore_index=True,
             )
@@ -805,6 +796,16 @@ class StudyRunner:
         atomic_write_text(path, results.model_dump_json(indent=2))
         self.store.set_info(finished=time.time())
         return path
+
+
+def _round_prefix(name: str) -> str:
+    """Extraction round ``k`` of a model is the condition ``{name}~extract-k`` (new seeds)."""
+    return f"{name}~extract-"
+
+
+def _tagged(df: pd.DataFrame, suffix: str) -> pd.DataFrame:
+    """``df`` with ``suffix`` on its answer ids: the same ids come back from every draw."""
+    return df.assign(answer_id=df["answer_id"].astype(str) + suffix)
 
 
 def _total_flags(conditions: list[ConditionResult]) -> dict[str, int]:
